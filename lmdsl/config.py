@@ -1,0 +1,97 @@
+"""Configuration: the process default, and per-block overrides held in a context variable.
+
+`configure(...)` changes the default for the whole process. `using(...)` overrides
+it for a block in the current thread or task (and for threads that copy the
+context); a model set with `using` wins over a fuzzy function's own `model=`,
+so a test can send every call in a block to a scripted model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from lmdsl.cache import CachedBackend, default_cache_dir, open_store
+from lmdsl.errors import ConfigurationError
+from lmdsl.lm import resolve_model
+from lmdsl.lm.types import Backend
+from lmdsl.records import History
+
+ModelSpec = str | Backend
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One immutable configuration. Backends are resolved (and wrapped in the cache) once per model."""
+
+    model: ModelSpec = "local"
+    cache: bool = True
+    cache_dir: Path | None = None
+    temperature: float = 0.0
+    max_tokens: int | None = None
+    model_override: ModelSpec | None = None
+    _backends: dict[int | str, Backend] = field(default_factory=dict, repr=False, compare=False)
+
+    def model_for(self, pinned: ModelSpec | None) -> ModelSpec:
+        """The model a fuzzy function runs on: a `using` block's, else its own, else the default."""
+        return self.model_override or pinned or self.model
+
+    def backend(self, model: ModelSpec) -> Backend:
+        """The backend for a model, wrapped in the cache unless caching is off."""
+        key: int | str = model if isinstance(model, str) else id(model)
+        found = self._backends.get(key)
+        if found is None or (not isinstance(model, str) and getattr(found, "backend", found) is not model):
+            found = resolve_model(model)
+            if self.cache and getattr(found, "cacheable", True):
+                found = CachedBackend(found, open_store(self.cache_dir or default_cache_dir()))
+            self._backends[key] = found
+        return found
+
+
+_OPTIONS = frozenset({"model", "cache", "cache_dir", "temperature", "max_tokens"})
+_default = Settings()
+_override: ContextVar[Settings | None] = ContextVar("lmdsl_settings", default=None)
+_history = History(size=100)
+
+
+def settings() -> Settings:
+    """The configuration in force here: the innermost `using` block, else the process default."""
+    return _override.get() or _default
+
+
+def _changed(base: Settings, changes: dict[str, Any]) -> Settings:
+    unknown = set(changes) - _OPTIONS
+    if unknown:
+        raise ConfigurationError(f"unknown option(s) {sorted(unknown)}; the options are {sorted(_OPTIONS)}")
+    if "cache_dir" in changes and changes["cache_dir"] is not None:
+        changes["cache_dir"] = Path(changes["cache_dir"]).expanduser()
+    if "temperature" in changes and not 0.0 <= float(changes["temperature"]) <= 2.0:
+        raise ConfigurationError(f"temperature must be between 0 and 2, not {changes['temperature']}")
+    return replace(base, **changes, _backends={})
+
+
+def configure(**options: Any) -> None:
+    """Change the process-wide default: `model`, `cache`, `cache_dir`, `temperature`, `max_tokens`."""
+    global _default
+    _default = _changed(_default, options)
+
+
+@contextmanager
+def using(**options: Any) -> Iterator[Settings]:
+    """Override the configuration for this block, for example `with lmdsl.using(model=test_model):`."""
+    changed = _changed(settings(), options)
+    if "model" in options:
+        changed = replace(changed, model_override=options["model"], _backends={})
+    token = _override.set(changed)
+    try:
+        yield settings()
+    finally:
+        _override.reset(token)
+
+
+def history() -> History:
+    return _history

@@ -1,0 +1,66 @@
+"""Every error lmdsl raises derives from `LMDSLError` and says what to do next."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lmdsl.lm.types import FinishReason, Request, Usage
+
+
+class LMDSLError(Exception):
+    """Base class of all lmdsl errors."""
+
+
+class SignatureError(LMDSLError, TypeError):
+    """A fuzzy function cannot be built from this Python function (raised at decoration time)."""
+
+
+class InputError(LMDSLError, TypeError):
+    """Inputs to a fuzzy function do not match its signature. `field` names the culprit."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class ConfigurationError(LMDSLError):
+    """lmdsl is configured with something it cannot use (an unknown model string, a bad option)."""
+
+
+class ModelUnavailableError(ConfigurationError):
+    """The model's runtime or weights are not installed; the message says how to install them."""
+
+
+class BackendError(LMDSLError):
+    """The model could not answer the request at all (for example, the prompt is too long)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One try at producing a valid output: what was sent, what came back, why it failed."""
+
+    request: Request
+    text: str
+    error: str | None
+    usage: Usage
+    finish_reason: FinishReason
+    cached: bool
+
+
+class OutputError(LMDSLError):
+    """The model's output still failed to parse or validate after every retry.
+
+    `attempts` holds each try in order: raw text, the validation message, usage.
+    """
+
+    def __init__(self, function: str, attempts: Sequence[Attempt]) -> None:
+        self.function = function
+        self.attempts = tuple(attempts)
+        last = self.attempts[-1].error if self.attempts else "no attempt was made"
+        super().__init__(
+            f"{function}: the model's output failed validation after "
+            f"{len(self.attempts)} attempt(s); last error: {last}"
+        )

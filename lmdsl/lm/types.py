@@ -1,0 +1,79 @@
+"""The backend boundary: plain, immutable data in and out.
+
+Every model (embedded, hosted, scripted) is a function from a `Request` to a
+`Completion`. Requests are hashable so that the in-memory cache can key on them
+directly, without serialising anything on the hot path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+Role = Literal["system", "user", "assistant"]
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One call to a model.
+
+    `json_schema` is the canonical JSON text of the schema the reply must follow
+    (text, not a dict, so the request stays hashable). `prefix_length` counts the
+    leading messages that are the same for every call with the same parameters
+    (instructions and demonstrations); providers may cache them. `rollout`
+    distinguishes deliberate resamples of the same request, in the cache and in
+    the sampler's seed.
+    """
+
+    messages: tuple[Message, ...]
+    json_schema: str | None = None
+    max_tokens: int = 256
+    temperature: float = 0.0
+    rollout: int = 0
+    prefix_length: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+        )
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A model's reply. `cached` is set by the cache when no model ran."""
+
+    text: str
+    usage: Usage = Usage()
+    finish_reason: FinishReason = "stop"
+    cached: bool = False
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A language model. `name` identifies it in cache keys and records.
+
+    A backend may set `cacheable = False` to keep its replies out of the cache.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    def complete(self, request: Request) -> Completion: ...

@@ -1,0 +1,241 @@
+"""From (signature, parameters, inputs) to a `Request`, and from a reply back to a typed value.
+
+A prompt is: a system message with the instructions, the fields and the output's
+JSON schema; each demonstration as a user turn (its inputs) and an assistant turn
+(its output as JSON); then the call's inputs. Everything but the last turn
+depends only on the parameters, so `Prompt` builds it once per parameter set.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import pydantic_core
+from pydantic import ValidationError
+
+from lmdsl.lm.types import Message, Request
+from lmdsl.serializable import type_name
+from lmdsl.signature import OutputSpec, Signature
+
+REASONING_KEY = "reasoning"
+MAX_TOKENS_CAP = 4096
+_REASONING_SCHEMA = {"type": "string"}
+
+
+class InvalidOutput(ValueError):
+    """A reply that does not parse or validate; the message is fed back to the model."""
+
+
+@dataclass(frozen=True)
+class Demo:
+    """A worked example shown to the model: inputs by name, the output, optional reasoning."""
+
+    inputs: Mapping[str, Any]
+    output: Any
+    reasoning: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "inputs", MappingProxyType(dict(self.inputs)))
+
+
+@dataclass(frozen=True)
+class Params:
+    """A fuzzy function's free parameters: what an optimizer sets, what an artifact stores."""
+
+    instructions: str
+    demos: tuple[Demo, ...] = field(default=())
+
+
+class OutputFormat:
+    """The JSON object the model must produce: the output (under its key, or flat), after an
+    optional reasoning field. Holds the schema text sent to the model and parses replies."""
+
+    def __init__(self, spec: OutputSpec, *, reasoning: bool) -> None:
+        self.spec = spec
+        self.reasoning = reasoning
+        schema = _without_titles(spec.schema)
+        defs = schema.pop("$defs", None)
+        if spec.key is None:
+            properties = dict(schema.get("properties", {}))
+            required = list(schema.get("required", []))
+            if reasoning and REASONING_KEY in properties:
+                raise ValueError(
+                    f"the output model already has a field named {REASONING_KEY!r}, "
+                    "which chain_of_thought adds; rename that field"
+                )
+            envelope: dict[str, Any] = {**schema}
+        else:
+            properties = {spec.key: schema}
+            required = [spec.key]
+            envelope = {"type": "object"}
+        if reasoning:
+            properties = {REASONING_KEY: _REASONING_SCHEMA, **properties}
+            required = [REASONING_KEY, *required]
+        envelope.update(type="object", properties=properties, required=required)
+        if defs:
+            envelope["$defs"] = defs
+        self.schema: dict[str, Any] = envelope
+        self.schema_text = json.dumps(envelope, separators=(",", ":"))
+        self.max_tokens = min(MAX_TOKENS_CAP, int(_estimate_tokens(envelope, defs or {}, 0) * 1.5) + 16)
+
+    def parse(self, text: str) -> tuple[Any, str | None]:
+        """The typed value and the reasoning in a reply, or `InvalidOutput` saying what is wrong."""
+        try:
+            data = pydantic_core.from_json(text)
+        except ValueError as error:
+            raise InvalidOutput(f"the reply is not valid JSON ({error})") from None
+        if not isinstance(data, dict):
+            raise InvalidOutput(f"the reply must be a JSON object, not {type(data).__name__}")
+        reasoning = None
+        if self.reasoning:
+            reasoning = data.pop(REASONING_KEY, None)
+            if not isinstance(reasoning, str):
+                raise InvalidOutput(f'the reply must start with a "{REASONING_KEY}" string')
+        key = self.spec.key
+        if key is not None:
+            if key not in data:
+                raise InvalidOutput(f'the reply must have the key "{key}"')
+            data = data[key]
+        try:
+            return self.spec.adapter.validate_python(data), reasoning
+        except ValidationError as error:
+            raise InvalidOutput(_describe(error, key)) from None
+
+    def render(self, value: Any, reasoning: str | None = None) -> str:
+        """The reply a model should give for `value`: used for demonstrations."""
+        dumped = self.spec.adapter.dump_python(value, mode="json")
+        data: dict[str, Any] = dumped if self.spec.key is None else {self.spec.key: dumped}
+        if self.reasoning:
+            data = {REASONING_KEY: reasoning or "", **data}
+        return json.dumps(data, ensure_ascii=False)
+
+
+def _without_titles(schema: Any) -> Any:
+    """The schema without pydantic's generated titles: tokens a model reads and never needs."""
+    if isinstance(schema, dict):
+        return {
+            k: (
+                {name: _without_titles(s) for name, s in v.items()}
+                if k in ("properties", "$defs")
+                else _without_titles(v)
+            )
+            for k, v in schema.items()
+            if k != "title"
+        }
+    if isinstance(schema, list):
+        return [_without_titles(s) for s in schema]
+    return schema
+
+
+def _describe(error: ValidationError, key: str | None) -> str:
+    parts = []
+    for item in error.errors(include_url=False)[:5]:
+        loc = ".".join(str(p) for p in ((key,) if key else ()) + tuple(item["loc"]))
+        parts.append(f"{loc}: {item['msg']}" if loc else item["msg"])
+    return "; ".join(parts)
+
+
+class Prompt:
+    """The prompt of one fuzzy function under one parameter set, with its static prefix built."""
+
+    def __init__(self, signature: Signature, output: OutputFormat, params: Params) -> None:
+        self.signature = signature
+        self.output = output
+        self.params = params
+        messages = [Message("system", self._system_text())]
+        for demo in params.demos:
+            messages.append(Message("user", self.render_inputs(demo.inputs)))
+            messages.append(Message("assistant", output.render(demo.output, demo.reasoning)))
+        self.prefix: tuple[Message, ...] = tuple(messages)
+
+    def _system_text(self) -> str:
+        sig = self.signature
+        lines = [self.params.instructions.strip(), "", "Inputs:"]
+        for f in sig.inputs:
+            about = f" - {f.description}" if f.description else ""
+            lines.append(f"- {f.name} ({type_name(f.annotation)}){about}")
+        spec = self.output.spec
+        about = f" Output: {spec.description}." if spec.description else ""
+        lines += ["", f"Reply with one JSON object that follows this schema.{about}"]
+        if self.output.reasoning:
+            lines.append(f'First think step by step in "{REASONING_KEY}", then give the answer.')
+        lines.append(self.output.schema_text)
+        return "\n".join(lines)
+
+    def render_inputs(self, values: Mapping[str, Any]) -> str:
+        return "\n".join(f"{f.name}: {f.render(values[f.name])}" for f in self.signature.inputs if f.name in values)
+
+    def request(
+        self,
+        inputs: Mapping[str, Any],
+        *,
+        temperature: float,
+        max_tokens: int | None,
+        rollout: int = 0,
+    ) -> Request:
+        return Request(
+            messages=(*self.prefix, Message("user", self.render_inputs(inputs))),
+            json_schema=self.output.schema_text,
+            max_tokens=max_tokens or self.output.max_tokens,
+            temperature=temperature,
+            rollout=rollout,
+            prefix_length=len(self.prefix),
+        )
+
+
+def retry_request(request: Request, reply: str, error: str, *, truncated: bool) -> Request:
+    """The same request followed by the failed reply and what was wrong with it.
+
+    A reply cut off at `max_tokens` gets twice the room: repeating the same limit
+    would almost surely cut it off again.
+    """
+    feedback = (
+        f"Your reply is invalid: {error}. "
+        "Reply again with only a JSON object that follows the schema, fixing that."
+    )
+    return Request(
+        messages=(*request.messages, Message("assistant", reply), Message("user", feedback)),
+        json_schema=request.json_schema,
+        max_tokens=min(MAX_TOKENS_CAP, request.max_tokens * 2) if truncated else request.max_tokens,
+        temperature=request.temperature,
+        rollout=request.rollout,
+        prefix_length=request.prefix_length,
+    )
+
+
+def _estimate_tokens(schema: Mapping[str, Any], defs: Mapping[str, Any], depth: int) -> float:
+    """A generous guess at how many tokens a JSON value of this schema takes, to size `max_tokens`."""
+    if depth > 6:
+        return 20
+    if "$ref" in schema:
+        target = defs.get(str(schema["$ref"]).rsplit("/", 1)[-1], {})
+        return _estimate_tokens(target, defs, depth + 1)
+    for combinator in ("anyOf", "oneOf", "allOf"):
+        if combinator in schema:
+            return max(_estimate_tokens(s, defs, depth + 1) for s in schema[combinator])
+    if "enum" in schema or "const" in schema:
+        values = schema.get("enum", [schema.get("const")])
+        return 2 + max(len(json.dumps(v)) for v in values) / 2
+    kind = schema.get("type")
+    if kind == "string":
+        return 2 + schema.get("maxLength", 300) / 3
+    if kind in ("integer", "number"):
+        return 8
+    if kind in ("boolean", "null"):
+        return 2
+    if kind == "array":
+        count = schema.get("maxItems", 8)
+        items = schema.get("prefixItems") or [schema.get("items", {})] * count
+        return 2 + sum(_estimate_tokens(s, defs, depth + 1) + 1 for s in items)
+    if kind == "object":
+        properties = schema.get("properties", {})
+        total = 2 + sum(len(k) / 2 + 2 + _estimate_tokens(s, defs, depth + 1) for k, s in properties.items())
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            total += 5 * (6 + _estimate_tokens(extra, defs, depth + 1))
+        return total
+    return 30

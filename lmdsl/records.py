@@ -1,0 +1,130 @@
+"""What each fuzzy call did: the record of one call, per-function usage, and where records go."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from lmdsl.errors import Attempt
+from lmdsl.lm.types import Message, Usage
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """One fuzzy call: its inputs, typed output (None if it failed), reasoning and every attempt."""
+
+    function: str
+    model: str
+    inputs: Mapping[str, Any]
+    output: Any
+    reasoning: str | None
+    attempts: tuple[Attempt, ...]
+    seconds: float
+    error: str | None = None
+
+    @property
+    def usage(self) -> Usage:
+        total = Usage()
+        for attempt in self.attempts:
+            if not attempt.cached:
+                total = total + attempt.usage
+        return total
+
+    @property
+    def cached(self) -> bool:
+        return all(attempt.cached for attempt in self.attempts)
+
+    @property
+    def messages(self) -> tuple[Message, ...]:
+        """The exact messages of the last request, the reply excluded."""
+        return self.attempts[-1].request.messages if self.attempts else ()
+
+    def format(self) -> str:
+        """The prompt and reply of each attempt, as plain text for a terminal."""
+        lines = [f"── {self.function} on {self.model} ({self.seconds * 1000:.1f} ms, {len(self.attempts)} attempt(s))"]
+        for number, attempt in enumerate(self.attempts, 1):
+            lines.append(f"attempt {number}{' (cached)' if attempt.cached else ''}:")
+            for message in attempt.request.messages:
+                lines.append(f"[{message.role}]\n{message.content}")
+            lines.append(f"[reply, {attempt.finish_reason}]\n{attempt.text}")
+            if attempt.error:
+                lines.append(f"[invalid] {attempt.error}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionUsage:
+    """Totals for one fuzzy function in this process. Cached replies cost no tokens."""
+
+    calls: int = 0
+    cached_calls: int = 0
+    failures: int = 0
+    lm_calls: int = 0
+    usage: Usage = Usage()
+
+
+class UsageCounter:
+    """Thread-safe running totals behind `FuzzyFunction.usage`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._totals = FunctionUsage()
+
+    def add(self, record: CallRecord) -> None:
+        fresh = sum(1 for a in record.attempts if not a.cached)
+        with self._lock:
+            t = self._totals
+            self._totals = FunctionUsage(
+                calls=t.calls + 1,
+                cached_calls=t.cached_calls + (fresh == 0),
+                failures=t.failures + (record.error is not None),
+                lm_calls=t.lm_calls + fresh,
+                usage=t.usage + record.usage,
+            )
+
+    @property
+    def totals(self) -> FunctionUsage:
+        return self._totals
+
+    def reset(self) -> None:
+        with self._lock:
+            self._totals = FunctionUsage()
+
+
+class History:
+    """The last few call records of the process, newest last, for inspecting exact prompts."""
+
+    def __init__(self, size: int) -> None:
+        self._records: deque[CallRecord] = deque(maxlen=size)
+
+    def add(self, record: CallRecord) -> None:
+        self._records.append(record)
+        sink = _capture.get()
+        if sink is not None:
+            sink.append(record)
+
+    def last(self, n: int | None = None) -> list[CallRecord]:
+        records = list(self._records)
+        return records if n is None else records[-n:] if n > 0 else []
+
+    def clear(self) -> None:
+        self._records.clear()
+
+
+_capture: ContextVar[list[CallRecord] | None] = ContextVar("lmdsl_capture", default=None)
+
+
+@contextmanager
+def capture() -> Iterator[list[CallRecord]]:
+    """Collect the records of every fuzzy call made in this block (in this thread or task)."""
+    records: list[CallRecord] = []
+    token = _capture.set(records)
+    try:
+        yield records
+    finally:
+        _capture.reset(token)

@@ -1,0 +1,300 @@
+"""`Signature`: everything about a fuzzy function that its Python definition fixes.
+
+Built once at decoration time (like FastAPI's dependency analysis) from
+`inspect`, `typing.get_type_hints` and the docstring, so a call only fills in
+values: input names and renderers, the output's adapter and JSON schema, and a
+fingerprint that tells a compiled artifact whether it still fits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import re
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any, get_args, get_origin
+
+from pydantic import BaseModel, PydanticUserError, TypeAdapter
+from pydantic.errors import PydanticSchemaGenerationError
+from pydantic.fields import FieldInfo
+from pydantic.json_schema import PydanticJsonSchemaWarning
+from typing_extensions import is_typeddict
+
+from lmdsl.errors import InputError, SignatureError
+from lmdsl.serializable import type_name, unsupported_reason
+
+_EMPTY = inspect.Parameter.empty
+_SECTION = re.compile(r"^(Args|Arguments|Parameters|Returns|Return):\s*$", re.MULTILINE)
+_ARG_LINE = re.compile(r"^\s*(\*{0,2}\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
+
+
+@dataclass(frozen=True, slots=True)
+class InputField:
+    """One parameter: its name, type, description and how its value is written in a prompt."""
+
+    name: str
+    annotation: Any
+    description: str | None
+    adapter: TypeAdapter[Any]
+    default: Any = _EMPTY
+
+    @property
+    def required(self) -> bool:
+        return self.default is _EMPTY
+
+    def render(self, value: Any) -> str:
+        """Text as the model reads it: strings as they are, everything else as compact JSON."""
+        if isinstance(value, str):
+            return value
+        return self.adapter.dump_json(value, warnings=False).decode()
+
+    def validate(self, value: Any) -> Any:
+        """Coerce JSON-shaped data (from the CLI, a data file) into this field's type."""
+        return self.adapter.validate_python(value)
+
+
+@dataclass(frozen=True, slots=True)
+class OutputSpec:
+    """The return type. `key` is the JSON key that holds the value, or None when the
+    value is itself a JSON object (a pydantic model or a TypedDict) and so is sent flat."""
+
+    annotation: Any
+    description: str | None
+    adapter: TypeAdapter[Any]
+    schema: Mapping[str, Any]
+    key: str | None
+
+
+@dataclass(frozen=True)
+class Signature:
+    name: str
+    qualname: str
+    module: str
+    instructions: str
+    inputs: tuple[InputField, ...]
+    output: OutputSpec
+    _positional: tuple[str, ...] = field(repr=False)
+    _keyword: frozenset[str] = field(repr=False)
+    _defaults: tuple[tuple[str, Any], ...] = field(repr=False)
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.inputs)
+
+    def field(self, name: str) -> InputField:
+        for f in self.inputs:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+    def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """Map call arguments to parameter names, as Python would, without `inspect` on the call path."""
+        if len(args) > len(self._positional):
+            raise TypeError(
+                f"{self.qualname}() takes {len(self._positional)} positional argument(s) "
+                f"but {len(args)} were given"
+            )
+        values = dict(zip(self._positional, args))
+        for name, value in kwargs.items():
+            if name not in self._keyword:
+                raise TypeError(f"{self.qualname}() got an unexpected keyword argument {name!r}")
+            if name in values:
+                raise TypeError(f"{self.qualname}() got multiple values for argument {name!r}")
+            values[name] = value
+        if len(values) < len(self.inputs):
+            for name, default in self._defaults:
+                values.setdefault(name, default)
+            missing = [f.name for f in self.inputs if f.name not in values]
+            if missing:
+                raise TypeError(f"{self.qualname}() missing required argument(s): {', '.join(map(repr, missing))}")
+        return values
+
+    def validate_inputs(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate JSON-shaped inputs by name; the error names the first field at fault."""
+        from pydantic import ValidationError
+
+        unknown = [name for name in data if name not in self._keyword]
+        if unknown:
+            raise InputError(
+                f"unknown input field {unknown[0]!r}; {self.qualname} takes {', '.join(self.input_names)}",
+                field=unknown[0],
+            )
+        values: dict[str, Any] = {}
+        for f in self.inputs:
+            if f.name not in data:
+                if f.required:
+                    raise InputError(f"missing input field {f.name!r} ({type_name(f.annotation)})", field=f.name)
+                values[f.name] = f.default
+                continue
+            try:
+                values[f.name] = f.validate(data[f.name])
+            except ValidationError as error:
+                first = error.errors()[0]
+                where = ".".join(str(p) for p in (f.name, *first["loc"]))
+                raise InputError(f"input field {where!r}: {first['msg']}", field=f.name) from None
+        return values
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of everything the model sees of this function, to detect stale artifacts."""
+        payload = {
+            "name": self.name,
+            "instructions": self.instructions,
+            "inputs": [[f.name, f.description, f.adapter.json_schema()] for f in self.inputs],
+            "output": [self.output.description, dict(self.output.schema)],
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def build_signature(fn: Callable[..., Any], localns: Mapping[str, Any] | None = None) -> Signature:
+    """Analyse `fn`; raise `SignatureError` naming the function and the parameter at fault.
+
+    `localns` is the namespace the function was defined in, so that types local to
+    a function body resolve under `from __future__ import annotations`.
+    """
+    qualname = getattr(fn, "__qualname__", repr(fn))
+    doc = inspect.getdoc(fn)
+    if not doc or not doc.strip():
+        raise SignatureError(
+            f"{qualname}: a fuzzy function needs a docstring; it is the instruction the model follows "
+            f'(for example """Classify the sentiment of a movie review.""")'
+        )
+    instructions, arg_docs, returns_doc = _split_docstring(doc)
+    if not instructions:
+        raise SignatureError(f"{qualname}: the docstring has no description of the task before its sections")
+    try:
+        hints = typing.get_type_hints(fn, localns=dict(localns) if localns else None, include_extras=True)
+    except Exception as error:
+        raise SignatureError(f"{qualname}: its annotations cannot be resolved: {error}") from None
+
+    python_signature = inspect.signature(fn)
+    inputs: list[InputField] = []
+    positional: list[str] = []
+    keyword: set[str] = set()
+    defaults: list[tuple[str, Any]] = []
+    for param in python_signature.parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            star = "*" if param.kind is param.VAR_POSITIONAL else "**"
+            raise SignatureError(
+                f"{qualname}: {star}{param.name} is not supported on a fuzzy function; "
+                f"name each input as its own annotated parameter"
+            )
+        if param.name not in hints:
+            raise SignatureError(
+                f"{qualname}: parameter {param.name!r} has no type annotation; "
+                f"annotate it (for example '{param.name}: str')"
+            )
+        annotation, description = _unwrap(hints[param.name])
+        _require_supported(qualname, f"parameter {param.name!r}", hints[param.name], allow_none=True)
+        if param.kind is not param.KEYWORD_ONLY:
+            positional.append(param.name)
+        if param.kind is not param.POSITIONAL_ONLY:
+            keyword.add(param.name)
+        if param.default is not _EMPTY:
+            defaults.append((param.name, param.default))
+        inputs.append(
+            InputField(
+                name=param.name,
+                annotation=annotation,
+                description=description or arg_docs.get(param.name),
+                adapter=_adapter(qualname, f"parameter {param.name!r}", annotation),
+                default=param.default,
+            )
+        )
+
+    if "return" not in hints:
+        raise SignatureError(
+            f"{qualname}: the return type is not annotated; annotate it with the type the model "
+            f"must produce (for example '-> str' or '-> Literal[\"yes\", \"no\"]')"
+        )
+    _require_supported(qualname, "the return type", hints["return"], allow_none=False)
+    out_type, out_description = _unwrap(hints["return"])
+    adapter = _adapter(qualname, "the return type", out_type)
+    schema = _schema(qualname, adapter)
+    flat = (isinstance(out_type, type) and issubclass(out_type, BaseModel)) or is_typeddict(out_type)
+    return Signature(
+        name=fn.__name__,
+        qualname=qualname,
+        module=fn.__module__,
+        instructions=instructions,
+        inputs=tuple(inputs),
+        output=OutputSpec(
+            annotation=out_type,
+            description=out_description or returns_doc,
+            adapter=adapter,
+            schema=schema,
+            key=None if flat else fn.__name__,
+        ),
+        _positional=tuple(positional),
+        _keyword=frozenset(keyword),
+        _defaults=tuple(defaults),
+    )
+
+
+def _require_supported(qualname: str, what: str, annotation: Any, *, allow_none: bool) -> None:
+    reason = unsupported_reason(annotation, allow_none=allow_none)
+    if reason:
+        raise SignatureError(f"{qualname}: {what} has type {type_name(annotation)}, which lmdsl cannot use: {reason}")
+
+
+def _unwrap(annotation: Any) -> tuple[Any, str | None]:
+    """Strip `Annotated[T, Field(description=...)]` (or a plain string) to T and its description."""
+    if get_origin(annotation) is not Annotated:
+        return annotation, None
+    inner, *extras = get_args(annotation)
+    description = None
+    for extra in extras:
+        if isinstance(extra, FieldInfo) and extra.description:
+            description = extra.description
+        elif isinstance(extra, str):
+            description = extra
+    return inner, description
+
+
+def _adapter(qualname: str, what: str, annotation: Any) -> TypeAdapter[Any]:
+    try:
+        return TypeAdapter(annotation)
+    except (PydanticSchemaGenerationError, PydanticUserError, TypeError) as error:
+        raise SignatureError(f"{qualname}: {what} has a type pydantic cannot handle: {error}") from None
+
+
+def _schema(qualname: str, adapter: TypeAdapter[Any]) -> dict[str, Any]:
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PydanticJsonSchemaWarning)
+            return adapter.json_schema()
+    except (PydanticUserError, TypeError) as error:
+        raise SignatureError(f"{qualname}: the return type has no JSON schema: {error}") from None
+
+
+def _split_docstring(doc: str) -> tuple[str, dict[str, str], str | None]:
+    """Split a Google-style docstring into the task description, per-argument text and `Returns:`."""
+    match = _SECTION.search(doc)
+    if not match:
+        return doc.strip(), {}, None
+    instructions = doc[: match.start()].strip()
+    arg_docs: dict[str, str] = {}
+    returns: list[str] = []
+    section = None
+    current: str | None = None
+    for line in doc[match.start() :].splitlines():
+        header = _SECTION.match(line)
+        if header:
+            section = "returns" if header.group(1).startswith("Return") else "args"
+            continue
+        if section == "returns":
+            if line.strip():
+                returns.append(line.strip())
+        elif section == "args":
+            arg = _ARG_LINE.match(line)
+            if arg and not line.startswith(" " * 8):
+                current = arg.group(1).lstrip("*")
+                arg_docs[current] = arg.group(2).strip()
+            elif current and line.strip():
+                arg_docs[current] = f"{arg_docs[current]} {line.strip()}".strip()
+    return instructions, arg_docs, " ".join(returns) or None

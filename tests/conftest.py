@@ -1,0 +1,31 @@
+"""Shared fixtures: every test run gets its own cache directory and a clean history."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ["LMDSL_CACHE_DIR"] = tempfile.mkdtemp(prefix="lmdsl-test-cache-")
+
+import lmdsl  # noqa: E402  (the cache directory must be set before lmdsl reads it)
+from lmdsl.config import history  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _clean_history() -> Iterator[None]:
+    history().clear()
+    yield
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Iterator[Path]:
+    """A private, empty cache directory configured for the duration of one test."""
+    with lmdsl.using(cache=True, cache_dir=tmp_path):
+        yield tmp_path
