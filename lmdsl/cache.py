@@ -54,7 +54,7 @@ def request_key(model: str, request: Request) -> str:
             [[m.role, m.content] for m in request.messages],
             request.json_schema,
             request.max_tokens,
-            request.temperature,
+            float(request.temperature),
             request.rollout,
         ],
         ensure_ascii=False,
@@ -117,6 +117,9 @@ class CacheStore:
         try:
             connection = self._open()
         except sqlite3.DatabaseError as error:
+            if _busy(error):  # another process holds the file: not corruption, so try again next call
+                log.warning("cache busy, skipped: %s", error)
+                return None
             connection = self._recover(error)
         except OSError as error:
             self._disable(f"the cache directory {self.directory} is not usable ({error})")
@@ -128,7 +131,7 @@ class CacheStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         connection = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
         try:
-            connection.execute("PRAGMA journal_mode=WAL")
+            _enable_wal(connection)
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.execute(_SCHEMA)
             connection.execute("SELECT key FROM completions LIMIT 1").fetchall()
@@ -205,13 +208,32 @@ class CacheStore:
 
     def _on_failure(self, error: sqlite3.DatabaseError) -> None:
         """A query failed: a locked database is a miss; anything else means the file went bad."""
-        if isinstance(error, sqlite3.OperationalError) and "locked" in str(error):
+        if _busy(error):
             log.warning("cache busy, skipped: %s", error)
             return
         connection = getattr(self._local, "connection", None)
         if connection is not None:
             connection.close()
         self._local.connection = self._recover(error)
+
+
+def _busy(error: sqlite3.DatabaseError) -> bool:
+    """Another connection holds a lock: a transient condition, not a damaged file."""
+    return isinstance(error, sqlite3.OperationalError) and ("locked" in str(error) or "busy" in str(error))
+
+
+def _enable_wal(connection: sqlite3.Connection, timeout: float = 30.0) -> None:
+    """Switch to WAL. SQLite answers SQLITE_BUSY at once (no busy handler) while another
+    process is switching the same new file, so wait for it here like any other lock."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if not _busy(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 @functools.cache

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from lmdsl.config import using
+from lmdsl.config import history, using
 from lmdsl.errors import InputError, LMDSLError
 from lmdsl.fuzzy import FuzzyFunction
 
@@ -44,13 +44,21 @@ def load_target(target: str) -> FuzzyFunction[..., Any]:
 def _import_file(path: Path) -> ModuleType:
     if not path.is_file():
         raise UsageFailure(f"no such file: {path}")
-    sys.path.insert(0, str(path.resolve().parent))
-    spec = importlib.util.spec_from_file_location(path.stem, path)
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    name = path.stem if path.stem not in sys.modules else f"_lmdsl_target_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise UsageFailure(f"cannot import {path} as a Python module")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[path.stem] = module
-    spec.loader.exec_module(module)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except LMDSLError:
+        raise
+    except Exception as error:
+        raise UsageFailure(f"cannot import {path}: {type(error).__name__}: {error}") from None
     return module
 
 
@@ -76,9 +84,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.no_cache:
         options["cache"] = False
     with using(**options):
-        record = fn.invoke(inputs)
-    if args.show_prompt:
-        print(record.format(), file=sys.stderr)
+        try:
+            record = fn.invoke(inputs)
+        finally:
+            if args.show_prompt and history().last(1):
+                print(history().last(1)[0].format(), file=sys.stderr)
     print(fn.signature.output.adapter.dump_json(record.output, indent=2).decode())
     return 0
 

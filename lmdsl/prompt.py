@@ -222,7 +222,7 @@ def _estimate_tokens(schema: Mapping[str, Any], defs: Mapping[str, Any], depth: 
         return 2 + max(len(json.dumps(v)) for v in values) / 2
     kind = schema.get("type")
     if kind == "string":
-        return 2 + schema.get("maxLength", 300) / 3
+        return 2 + float(schema.get("maxLength", 300)) / 3
     if kind in ("integer", "number"):
         return 8
     if kind in ("boolean", "null"):
