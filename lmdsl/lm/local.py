@@ -73,7 +73,13 @@ class LocalModel:
     context keeps the previous prompt's tokens, so a shared prefix is not re-read.
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, *, n_ctx: int = 4096) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        n_ctx: int = 4096,
+        repeat_penalty: float = 1.1,
+    ) -> None:
         if path is None:
             self._path = embedded_model_path()
             self._name = "local"
@@ -86,6 +92,10 @@ class LocalModel:
                 )
             self._name = f"local:{self._path}"
         self._n_ctx = n_ctx
+        # llama.cpp's own default: without it, small models loop on one list item until max_tokens.
+        self._repeat_penalty = repeat_penalty
+        if repeat_penalty != 1.1:
+            self._name += f"?repeat_penalty={repeat_penalty}"  # a different sampler: a different cache key
 
     @property
     def name(self) -> str:
@@ -97,6 +107,7 @@ class LocalModel:
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
             "seed": request.rollout,
+            "repeat_penalty": self._repeat_penalty,
         }
         if request.json_schema is not None:
             kwargs["grammar"] = _grammar(request.json_schema)
