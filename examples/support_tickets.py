@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, Field
 
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     lmdsl.configure(model=args.model)
 
     cases = load_cases()
-    print(f"Routing {len(cases)} labelled support messages into {len(Intent.__args__)} teams on {args.model!r}.\n")
+    print(f"Routing {len(cases)} labelled support messages into {len(get_args(Intent))} teams on {args.model!r}.\n")
     zero_shot = score("zero-shot (docstring only)", cases)
     print(f"{'route()':<30} {'accuracy':>9} {'LM calls':>9} {'tokens':>8} {'seconds':>8}")
     row = zero_shot

@@ -67,11 +67,34 @@ def test_prompt_holds_instructions_fields_schema_and_input() -> None:
     assert system.role == "system" and user.role == "user"
     assert system.content.startswith("Classify the sentiment of a movie review.")
     assert "- review (str)" in system.content
-    assert request.json_schema is not None and request.json_schema in system.content
+    assert system.content.endswith('Reply with one JSON object of this shape.\n{"sentiment": "positive" | "negative"}')
+    assert request.json_schema is not None
     assert json.loads(request.json_schema)["properties"]["sentiment"]["enum"] == ["positive", "negative"]
     assert user.content == "review: Moving and funny."
     assert request.prefix_length == 1
     assert request.temperature == 0.0
+
+
+def test_output_shape_is_a_readable_sketch_with_descriptions_as_comments() -> None:
+    assert answer.output_format.shape == (
+        "{\n"
+        '  "reasoning": string,\n'
+        '  "answer": string // a short factoid answer, 1-5 words\n'
+        "}"
+    )
+    assert count_words.output_format.shape == '{"count_words": integer}'
+
+    class Item(BaseModel):
+        name: str
+        size: int | None = None
+
+    @lmdsl.fuzzy
+    def items(text: str) -> dict[str, list[Item]]:
+        """List items by category."""
+
+    assert items.output_format.shape == (
+        '{"items": {"<key>": [{\n    "name": string,\n    "size": integer | null // optional\n  }, ...], ...}}'
+    )
 
 
 def test_demos_become_user_and_assistant_turns_built_once_per_params() -> None:
