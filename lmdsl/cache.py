@@ -9,21 +9,20 @@ processes. A corrupt file is reported, set aside and replaced: never a crash.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
-import logging
 import os
-import sqlite3
 import threading
 import time
 import warnings
 from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lmdsl.lm.types import Backend, Completion, Request, Usage
 
-log = logging.getLogger("lmdsl.cache")
+if TYPE_CHECKING:  # sqlite3, hashlib and logging load on first use of the disk layer: import lmdsl stays fast
+    import sqlite3
 
 CACHE_FILE = "completions.sqlite3"
 _SCHEMA = (
@@ -46,9 +45,12 @@ def default_cache_dir() -> Path:
     return Path(user_cache_dir("lmdsl"))
 
 
+_CANONICAL = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def request_key(model: str, request: Request) -> str:
     """The canonical request, hashed: model, messages, schema and sampling, rollout included."""
-    canonical = json.dumps(
+    canonical = _CANONICAL.encode(
         [
             model,
             [[m.role, m.content] for m in request.messages],
@@ -56,10 +58,10 @@ def request_key(model: str, request: Request) -> str:
             request.max_tokens,
             float(request.temperature),
             request.rollout,
-        ],
-        ensure_ascii=False,
-        separators=(",", ":"),
+        ]
     )
+    import hashlib
+
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -109,6 +111,8 @@ class CacheStore:
 
     # -- disk layer ---------------------------------------------------------------------
     def _connection(self) -> sqlite3.Connection | None:
+        import sqlite3
+
         if self._disabled:
             return None
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
@@ -118,7 +122,7 @@ class CacheStore:
             connection = self._open()
         except sqlite3.DatabaseError as error:
             if _busy(error):  # another process holds the file: not corruption, so try again next call
-                log.warning("cache busy, skipped: %s", error)
+                _log("cache busy, skipped: %s", error)
                 return None
             connection = self._recover(error)
         except OSError as error:
@@ -128,6 +132,8 @@ class CacheStore:
         return connection
 
     def _open(self) -> sqlite3.Connection:
+        import sqlite3
+
         self.directory.mkdir(parents=True, exist_ok=True)
         connection = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
         try:
@@ -142,6 +148,8 @@ class CacheStore:
 
     def _recover(self, error: sqlite3.DatabaseError) -> sqlite3.Connection | None:
         """Move a corrupt file aside (kept for inspection) and start a fresh one."""
+        import sqlite3
+
         aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}-{os.getpid()}")
         message = f"the cache file {self.path} is corrupt ({error}); moved it to {aside} and started a new one"
         try:
@@ -153,17 +161,19 @@ class CacheStore:
         except (OSError, sqlite3.DatabaseError) as second:
             self._disable(f"{message}, but that failed too ({second})")
             return None
-        log.warning(message)
+        _log(message)
         warnings.warn(message, CacheWarning, stacklevel=2)
         return connection
 
     def _disable(self, message: str) -> None:
         self._disabled = True
         message = f"{message}; caching in memory only"
-        log.warning(message)
+        _log(message)
         warnings.warn(message, CacheWarning, stacklevel=2)
 
     def _disk_get(self, key: str) -> Completion | None:
+        import sqlite3
+
         connection = self._connection()
         if connection is None:
             return None
@@ -183,10 +193,12 @@ class CacheStore:
                 cached=True,
             )
         except (ValueError, KeyError, TypeError, IndexError):
-            log.warning("dropping an unreadable cache row %s", key)
+            _log("dropping an unreadable cache row %s", key)
             return None
 
     def _disk_put(self, key: str, model: str, completion: Completion) -> None:
+        import sqlite3
+
         connection = self._connection()
         if connection is None:
             return
@@ -209,7 +221,7 @@ class CacheStore:
     def _on_failure(self, error: sqlite3.DatabaseError) -> None:
         """A query failed: a locked database is a miss; anything else means the file went bad."""
         if _busy(error):
-            log.warning("cache busy, skipped: %s", error)
+            _log("cache busy, skipped: %s", error)
             return
         connection = getattr(self._local, "connection", None)
         if connection is not None:
@@ -217,14 +229,24 @@ class CacheStore:
         self._local.connection = self._recover(error)
 
 
+def _log(message: str, *args: object) -> None:
+    import logging
+
+    logging.getLogger("lmdsl.cache").warning(message, *args)
+
+
 def _busy(error: sqlite3.DatabaseError) -> bool:
     """Another connection holds a lock: a transient condition, not a damaged file."""
+    import sqlite3
+
     return isinstance(error, sqlite3.OperationalError) and ("locked" in str(error) or "busy" in str(error))
 
 
 def _enable_wal(connection: sqlite3.Connection, timeout: float = 30.0) -> None:
     """Switch to WAL. SQLite answers SQLITE_BUSY at once (no busy handler) while another
     process is switching the same new file, so wait for it here like any other lock."""
+    import sqlite3
+
     deadline = time.monotonic() + timeout
     while True:
         try:

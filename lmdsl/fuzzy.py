@@ -67,6 +67,7 @@ class FuzzyFunction(Generic[P, R]):
             raise SignatureError(f"{name}: {error}") from None
         self._prompt = Prompt(self.signature, self.output_format, Params(self.signature.instructions))
         self._usage = UsageCounter()
+        self._single_generation = type(strategy).run is Strategy.run
 
     def __repr__(self) -> str:
         return f"<fuzzy function {self.signature.module}.{self.signature.qualname}>"
@@ -118,17 +119,22 @@ class FuzzyFunction(Generic[P, R]):
         temperature = config.temperature if self.temperature is None else self.temperature
         max_tokens = self.max_tokens or config.max_tokens
 
-        def generate(*, rollout: int = 0, temperature: float | None = temperature) -> Generation:
-            request = prompt.request(
-                inputs,
-                temperature=config.temperature if temperature is None else temperature,
-                max_tokens=max_tokens,
-                rollout=rollout,
-            )
-            return self._generate(backend, request)
-
         try:
-            generation = self.strategy.run(generate)
+            if self._single_generation:  # predict, chain_of_thought: no strategy indirection on the hot path
+                request = prompt.request(inputs, temperature=temperature, max_tokens=max_tokens)
+                generation = self._generate(backend, request)
+            else:
+
+                def generate(*, rollout: int = 0, temperature: float | None = temperature) -> Generation:
+                    request = prompt.request(
+                        inputs,
+                        temperature=config.temperature if temperature is None else temperature,
+                        max_tokens=max_tokens,
+                        rollout=rollout,
+                    )
+                    return self._generate(backend, request)
+
+                generation = self.strategy.run(generate)
         except OutputError as error:
             self._record(
                 CallRecord(

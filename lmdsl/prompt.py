@@ -147,6 +147,7 @@ class Prompt:
         self.signature = signature
         self.output = output
         self.params = params
+        self._renderers = tuple((f.name, f"{f.name}: ", f.render) for f in signature.inputs)
         messages = [Message("system", self._system_text())]
         for demo in params.demos:
             messages.append(Message("user", self.render_inputs(demo.inputs)))
@@ -168,7 +169,8 @@ class Prompt:
         return "\n".join(lines)
 
     def render_inputs(self, values: Mapping[str, Any]) -> str:
-        return "\n".join(f"{f.name}: {f.render(values[f.name])}" for f in self.signature.inputs if f.name in values)
+        """One `name: value` line per input, in the signature's order."""
+        return "\n".join([label + render(values[name]) for name, label, render in self._renderers if name in values])
 
     def request(
         self,
@@ -178,13 +180,14 @@ class Prompt:
         max_tokens: int | None,
         rollout: int = 0,
     ) -> Request:
+        prefix = self.prefix
         return Request(
-            messages=(*self.prefix, Message("user", self.render_inputs(inputs))),
-            json_schema=self.output.schema_text,
-            max_tokens=max_tokens or self.output.max_tokens,
-            temperature=temperature,
-            rollout=rollout,
-            prefix_length=len(self.prefix),
+            (*prefix, Message("user", self.render_inputs(inputs))),
+            self.output.schema_text,
+            max_tokens or self.output.max_tokens,
+            temperature,
+            rollout,
+            len(prefix),
         )
 
 

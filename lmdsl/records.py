@@ -69,31 +69,43 @@ class FunctionUsage:
 
 
 class UsageCounter:
-    """Thread-safe running totals behind `FuzzyFunction.usage`."""
+    """Thread-safe running totals behind `FuzzyFunction.usage`: plain integers on the call
+    path, a `FunctionUsage` only when someone reads them."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._totals = FunctionUsage()
+        self.reset()
 
     def add(self, record: CallRecord) -> None:
-        fresh = sum(1 for a in record.attempts if not a.cached)
+        fresh = input_tokens = output_tokens = 0
+        for attempt in record.attempts:
+            if not attempt.cached:
+                fresh += 1
+                input_tokens += attempt.usage.input_tokens
+                output_tokens += attempt.usage.output_tokens
         with self._lock:
-            t = self._totals
-            self._totals = FunctionUsage(
-                calls=t.calls + 1,
-                cached_calls=t.cached_calls + (fresh == 0),
-                failures=t.failures + (record.error is not None),
-                lm_calls=t.lm_calls + fresh,
-                usage=t.usage + record.usage,
-            )
+            self._calls += 1
+            self._cached_calls += fresh == 0
+            self._failures += record.error is not None
+            self._lm_calls += fresh
+            self._input_tokens += input_tokens
+            self._output_tokens += output_tokens
 
     @property
     def totals(self) -> FunctionUsage:
-        return self._totals
+        with self._lock:
+            return FunctionUsage(
+                self._calls,
+                self._cached_calls,
+                self._failures,
+                self._lm_calls,
+                Usage(self._input_tokens, self._output_tokens),
+            )
 
     def reset(self) -> None:
         with self._lock:
-            self._totals = FunctionUsage()
+            self._calls = self._cached_calls = self._failures = self._lm_calls = 0
+            self._input_tokens = self._output_tokens = 0
 
 
 class History:

@@ -20,7 +20,6 @@ from typing import Annotated, Any, get_args, get_origin
 from pydantic import BaseModel, PydanticUserError, TypeAdapter
 from pydantic.errors import PydanticSchemaGenerationError
 from pydantic.fields import FieldInfo
-from pydantic.json_schema import PydanticJsonSchemaWarning
 from typing_extensions import is_typeddict
 
 from lmdsl.errors import InputError, SignatureError
@@ -263,6 +262,8 @@ def _adapter(qualname: str, what: str, annotation: Any) -> TypeAdapter[Any]:
 
 def _schema(qualname: str, adapter: TypeAdapter[Any]) -> dict[str, Any]:
     import warnings
+
+    from pydantic.json_schema import PydanticJsonSchemaWarning
 
     try:
         with warnings.catch_warnings():

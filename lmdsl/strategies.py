@@ -9,13 +9,12 @@ is the `Generate` function a strategy receives.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from lmdsl.errors import Attempt
 
 
-@dataclass(frozen=True, slots=True)
-class Generation:
+class Generation(NamedTuple):
     """A validated output and how it was obtained."""
 
     output: Any

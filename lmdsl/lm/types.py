@@ -1,27 +1,25 @@
 """The backend boundary: plain, immutable data in and out.
 
 Every model (embedded, hosted, scripted) is a function from a `Request` to a
-`Completion`. Requests are hashable so that the in-memory cache can key on them
-directly, without serialising anything on the hot path.
+`Completion`. Requests and messages are named tuples: hashable, so the in-memory
+cache keys on them directly, and hashed and compared in C, so a hit stays cheap.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length"]
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):
     role: Role
     content: str
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(NamedTuple):
     """One call to a model.
 
     `json_schema` is the canonical JSON text of the schema the reply must follow
