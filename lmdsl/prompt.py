@@ -1,8 +1,9 @@
 """From (signature, parameters, inputs) to a `Request`, and from a reply back to a typed value.
 
-A prompt is: a system message with the instructions, the fields and the output's
-JSON schema; each demonstration as a user turn (its inputs) and an assistant turn
-(its output as JSON); then the call's inputs. Everything but the last turn
+A prompt is: a system message with the instructions, the fields and a sketch of the
+output's shape; each demonstration as a user turn (its inputs) and an assistant turn
+(its output as JSON); then the call's inputs. The exact JSON schema travels in the
+request, for constrained decoding. Everything but the last turn
 depends only on the parameters, so `Prompt` builds it once per parameter set.
 """
 
