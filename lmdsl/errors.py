@@ -64,3 +64,24 @@ class OutputError(LMDSLError):
             f"{function}: the model's output failed validation after "
             f"{len(self.attempts)} attempt(s); last error: {last}"
         )
+
+
+class Retry(ValueError):
+    """Raised by a check (`fn.ensure`, a pydantic validator) to reject an output.
+
+    The message is shown to the model, which tries again. A `ValueError`, so pydantic
+    validators may raise it too.
+    """
+
+
+class AssertionFailed(OutputError):
+    """A hard check still rejected the output after every retry or backtrack."""
+
+    def __init__(self, function: str, attempts: Sequence[Attempt], message: str) -> None:
+        super().__init__(function, attempts)
+        self.message = message
+        self.args = (f"{function}: an assertion still failed after {len(self.attempts)} attempt(s): {message}",)
+
+
+class ArtifactError(LMDSLError):
+    """A saved parameter file or compiled artifact cannot be used: malformed, hostile or stale."""

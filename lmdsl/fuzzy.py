@@ -1,31 +1,51 @@
 """`@fuzzy`: a typed Python function that a language model implements.
 
 Decoration analyses the function once (signature, output format, prompt
-prefix). A call binds the arguments, runs the strategy over the call loop
-(request, parse, validate, retry with the error fed back), records the call and
-returns a value of the annotated return type.
+prefix, the strategy's preparation). A call binds the arguments, runs the
+strategy over the call loop (request, parse, validate, run the `ensure` checks,
+retry with the error fed back), records the call and returns a value of the
+annotated return type.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import logging
 import sys
 import time
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from pydantic import ValidationError
 
 from lmdsl.config import ModelSpec, history, settings
-from lmdsl.errors import Attempt, InputError, OutputError, SignatureError
-from lmdsl.lm.types import Backend
+from lmdsl.errors import Attempt, AssertionFailed, InputError, OutputError, Retry, SignatureError
+from lmdsl.lm.types import Backend, Message, Request
+from lmdsl.parallel import Outcome, run_each
 from lmdsl.prompt import Demo, InvalidOutput, OutputFormat, Params, Prompt, retry_request
-from lmdsl.records import CallRecord, FunctionUsage, UsageCounter
+from lmdsl.records import CallObserver, CallRecord, FunctionUsage, UsageCounter, observers
 from lmdsl.signature import Signature, build_signature
 from lmdsl.strategies import Generation, Strategy, predict
 
 P = ParamSpec("P")
 R = TypeVar("R")
+C = TypeVar("C", bound=Callable[..., object])
+
+
+class AssertionWarning(UserWarning):
+    """A soft check (`ensure(soft=True)`, `suggest`) still failed; the run went on with the last output."""
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """A registered `ensure` check, bound to the inputs it asks for by name."""
+
+    name: str
+    call: Callable[[Any, Mapping[str, Any]], Any]
+    soft: bool
 
 
 class FuzzyFunction(Generic[P, R]):
@@ -67,10 +87,33 @@ class FuzzyFunction(Generic[P, R]):
             raise SignatureError(f"{name}: {error}") from None
         self._prompt = Prompt(self.signature, self.output_format, Params(self.signature.instructions))
         self._usage = UsageCounter()
+        self._checks: tuple[Check, ...] = ()
+        self._strategy_state = strategy.prepare(self.signature)
         self._single_generation = type(strategy).run is Strategy.run
 
     def __repr__(self) -> str:
         return f"<fuzzy function {self.signature.module}.{self.signature.qualname}>"
+
+    # -- checks -----------------------------------------------------------------------------
+    @overload
+    def ensure(self, check: C, /, *, soft: bool = False) -> C: ...
+
+    @overload
+    def ensure(self, check: None = None, /, *, soft: bool = False) -> Callable[[C], C]: ...
+
+    def ensure(self, check: C | None = None, /, *, soft: bool = False) -> C | Callable[[C], C]:
+        """Register a check on the output: `check(output, *, <inputs by name>)` raises
+        `lmdsl.Retry("why")` to reject it. The reason goes back to the model, within
+        `retries`; after that a hard check raises `AssertionFailed`, and a soft one
+        (`soft=True`) warns and keeps the last output."""
+
+        def register(function: C) -> C:
+            bound = self.signature.bind_check(function, "check")
+            name = getattr(function, "__qualname__", repr(function))
+            self._checks = (*self._checks, Check(name, bound, soft))
+            return function
+
+        return register if check is None else register(check)
 
     # -- parameters: what optimizers set ------------------------------------------------
     @property
@@ -103,65 +146,81 @@ class FuzzyFunction(Generic[P, R]):
         """Calls, LM calls and tokens spent by this function in this process."""
         return self._usage.totals
 
-    # -- calling --------------------------------------------------------------------------
+    # -- calling ----------------------------------------------------------------------------
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         record = self.invoke(self.signature.bind(args, kwargs))
         output: R = record.output
         return output
 
+    async def acall(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Call from asyncio without blocking the event loop (configuration and traces follow)."""
+        return await asyncio.to_thread(self, *args, **kwargs)
+
+    def map(self, items: Iterable[Mapping[str, Any]], *, threads: int = 4) -> list[Outcome[R]]:
+        """Call once per item (inputs by name) on up to `threads` threads. Results keep the
+        input order; an item that fails holds its error instead of a value."""
+        return run_each(lambda item: self.invoke(self.signature.validate_inputs(item)).output, items, threads=threads)
+
     def invoke(self, inputs: Mapping[str, Any]) -> CallRecord:
         """Run on inputs given by name and return the full record of the call."""
         started = time.perf_counter()
+        watchers = observers()
+        feedback: tuple[Message, ...] = ()
+        if watchers:
+            plan = next((p for w in reversed(watchers) if (p := w.plan(self, inputs)) is not None), None)
+            if plan is not None:
+                if plan.replay is not None:
+                    self._notify(watchers, plan.replay)
+                    return plan.replay
+                feedback = plan.feedback
         config = settings()
-        model = config.model_for(self.model)
-        backend = config.backend(model)
+        backend = config.backend(config.model_for(self.model))
         prompt = self._prompt
         temperature = config.temperature if self.temperature is None else self.temperature
         max_tokens = self.max_tokens or config.max_tokens
-
         try:
             if self._single_generation:  # predict, chain_of_thought: no strategy indirection on the hot path
-                request = prompt.request(inputs, temperature=temperature, max_tokens=max_tokens)
-                generation = self._generate(backend, request)
+                request = prompt.request(inputs, temperature=temperature, max_tokens=max_tokens, feedback=feedback)
+                generation = self._generate(backend, request, inputs)
             else:
-
-                def generate(*, rollout: int = 0, temperature: float | None = temperature) -> Generation:
-                    request = prompt.request(
-                        inputs,
-                        temperature=config.temperature if temperature is None else temperature,
-                        max_tokens=max_tokens,
-                        rollout=rollout,
-                    )
-                    return self._generate(backend, request)
-
-                generation = self.strategy.run(generate)
+                run = _CallRun(self, backend, prompt, inputs, temperature, max_tokens, feedback)
+                generation = self.strategy.run(run)
         except OutputError as error:
-            self._record(
-                CallRecord(
-                    self.signature.qualname, backend.name, inputs, None, None,
-                    error.attempts, time.perf_counter() - started, str(error),
-                )
+            failed = CallRecord(
+                self.signature.qualname, backend.name, inputs, None, None,
+                error.attempts, time.perf_counter() - started, str(error),
             )
+            self._record(failed, watchers)
             raise
         record = CallRecord(
             self.signature.qualname, backend.name, inputs, generation.output, generation.reasoning,
-            generation.attempts, time.perf_counter() - started,
+            generation.attempts, time.perf_counter() - started, None, generation.details,
         )
-        self._record(record)
+        self._record(record, watchers)
         return record
 
-    def _record(self, record: CallRecord) -> None:
+    def _record(self, record: CallRecord, watchers: tuple[CallObserver, ...]) -> None:
         history().add(record)
         self._usage.add(record)
+        self._notify(watchers, record)
 
-    def _generate(self, backend: Backend, request: Any) -> Generation:
-        """The call loop: ask, parse, validate; on failure, show the model its reply and the error."""
+    def _notify(self, watchers: tuple[CallObserver, ...], record: CallRecord) -> None:
+        for watcher in watchers:
+            watcher.record(self, record)
+
+    def _generate(self, backend: Backend, request: Request, inputs: Mapping[str, Any]) -> Generation:
+        """The call loop: ask, parse, validate, check; on failure, show the model its reply and why."""
         attempts: list[Attempt] = []
         parse = self.output_format.parse
+        rejected_by: Check | None = None
+        last_valid: tuple[Any, str | None] | None = None
+        error = ""
         for _ in range(self.retries + 1):
             completion = backend.complete(request)
+            truncated = False
+            rejected_by = None
             try:
-                output, reasoning = parse(completion.text)
+                output, reasoning = parse(completion.text, inputs)
             except InvalidOutput as invalid:
                 truncated = completion.finish_reason == "length"
                 error = (
@@ -169,16 +228,74 @@ class FuzzyFunction(Generic[P, R]):
                     if truncated
                     else str(invalid)
                 )
-                attempts.append(
-                    Attempt(request, completion.text, error, completion.usage, completion.finish_reason, completion.cached)
-                )
-                request = retry_request(request, completion.text, error, truncated=truncated)
-                continue
+            else:
+                for check in self._checks:
+                    try:
+                        check.call(output, inputs)
+                    except Retry as rejection:
+                        rejected_by, error = check, str(rejection)
+                        break
+                if rejected_by is None:
+                    attempts.append(
+                        Attempt(request, completion.text, None, completion.usage, completion.finish_reason, completion.cached)
+                    )
+                    return Generation(output, reasoning, tuple(attempts))
+                last_valid = (output, reasoning)
             attempts.append(
-                Attempt(request, completion.text, None, completion.usage, completion.finish_reason, completion.cached)
+                Attempt(request, completion.text, error, completion.usage, completion.finish_reason, completion.cached)
             )
-            return Generation(output, reasoning, tuple(attempts))
-        raise OutputError(self.signature.qualname, attempts)
+            request = retry_request(request, completion.text, error, truncated=truncated)
+        name = self.signature.qualname
+        if rejected_by is None:
+            raise OutputError(name, attempts)
+        if not rejected_by.soft or last_valid is None:
+            raise AssertionFailed(name, attempts, error)
+        message = f"{name}: soft check {rejected_by.name} still fails after {len(attempts)} attempt(s): {error}"
+        logging.getLogger("lmdsl").warning(message)
+        warnings.warn(message, AssertionWarning, stacklevel=4)
+        return Generation(last_valid[0], last_valid[1], tuple(attempts), {"soft_failure": error})
+
+
+class _CallRun:
+    """The `Run` a strategy gets for one call: the call loop, bound to this call's settings."""
+
+    __slots__ = ("_fn", "_backend", "_prompt", "inputs", "_temperature", "_max_tokens", "_feedback")
+
+    def __init__(
+        self,
+        fn: FuzzyFunction[..., Any],
+        backend: Backend,
+        prompt: Prompt,
+        inputs: Mapping[str, Any],
+        temperature: float,
+        max_tokens: int | None,
+        feedback: tuple[Message, ...],
+    ) -> None:
+        self._fn, self._backend, self._prompt, self.inputs = fn, backend, prompt, inputs
+        self._temperature, self._max_tokens, self._feedback = temperature, max_tokens, feedback
+
+    @property
+    def function(self) -> str:
+        return self._fn.signature.qualname
+
+    @property
+    def state(self) -> Any:
+        return self._fn._strategy_state
+
+    def generate(
+        self, *, rollout: int = 0, temperature: float | None = None, feedback: tuple[Message, ...] = ()
+    ) -> Generation:
+        request = self._prompt.request(
+            self.inputs,
+            temperature=self._temperature if temperature is None else temperature,
+            max_tokens=self._max_tokens,
+            rollout=rollout,
+            feedback=self._feedback + feedback,
+        )
+        return self._fn._generate(self._backend, request, self.inputs)
+
+    def render(self, output: Any) -> str:
+        return self._fn.output_format.render(output)
 
 
 def _caller_namespace() -> Mapping[str, Any] | None:

@@ -84,8 +84,12 @@ class OutputFormat:
         self.shape = describe_shape(envelope, defs or {})
         self.max_tokens = min(MAX_TOKENS_CAP, int(_estimate_tokens(envelope, defs or {}, 0) * 1.5) + 16)
 
-    def parse(self, text: str) -> tuple[Any, str | None]:
-        """The typed value and the reasoning in a reply, or `InvalidOutput` saying what is wrong."""
+    def parse(self, text: str, inputs: Mapping[str, Any] | None = None) -> tuple[Any, str | None]:
+        """The typed value and the reasoning in a reply, or `InvalidOutput` saying what is wrong.
+
+        The call's inputs are the validation context, so pydantic validators can read
+        them (`info.context["question"]`).
+        """
         try:
             data = pydantic_core.from_json(text)
         except ValueError as error:
@@ -103,7 +107,7 @@ class OutputFormat:
                 raise InvalidOutput(f'the reply must have the key "{key}"')
             data = data[key]
         try:
-            return self.spec.adapter.validate_python(data), reasoning
+            return self.spec.adapter.validate_python(data, context=inputs), reasoning
         except ValidationError as error:
             raise InvalidOutput(_describe(error, key)) from None
 
@@ -180,10 +184,12 @@ class Prompt:
         temperature: float,
         max_tokens: int | None,
         rollout: int = 0,
+        feedback: tuple[Message, ...] = (),
     ) -> Request:
+        """The request for one call; `feedback` turns (an earlier answer and a critique) follow the input."""
         prefix = self.prefix
         return Request(
-            (*prefix, Message("user", self.render_inputs(inputs))),
+            (*prefix, Message("user", self.render_inputs(inputs)), *feedback),
             self.output.schema_text,
             max_tokens or self.output.max_tokens,
             temperature,

@@ -7,8 +7,8 @@ from collections import deque
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from lmdsl.errors import Attempt
 from lmdsl.lm.types import Message, Usage
@@ -16,7 +16,10 @@ from lmdsl.lm.types import Message, Usage
 
 @dataclass(frozen=True, slots=True)
 class CallRecord:
-    """One fuzzy call: its inputs, typed output (None if it failed), reasoning and every attempt."""
+    """One fuzzy call: its inputs, typed output (None if it failed), reasoning and every attempt.
+
+    `details` holds what a strategy adds: samples and rewards, a tool trajectory, code.
+    """
 
     function: str
     model: str
@@ -26,6 +29,7 @@ class CallRecord:
     attempts: tuple[Attempt, ...]
     seconds: float
     error: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def usage(self) -> Usage:
@@ -116,9 +120,6 @@ class History:
 
     def add(self, record: CallRecord) -> None:
         self._records.append(record)
-        sink = _capture.get()
-        if sink is not None:
-            sink.append(record)
 
     def last(self, n: int | None = None) -> list[CallRecord]:
         records = list(self._records)
@@ -128,15 +129,59 @@ class History:
         self._records.clear()
 
 
-_capture: ContextVar[list[CallRecord] | None] = ContextVar("lmdsl_capture", default=None)
+@dataclass(frozen=True, slots=True)
+class CallPlan:
+    """What an observer asks of the next fuzzy call: replay a recorded result instead of
+    calling the model, or add feedback turns after the input (used by backtracking)."""
+
+    replay: CallRecord | None = None
+    feedback: tuple[Message, ...] = ()
+
+
+class CallObserver:
+    """Sees every fuzzy call made in its context; programs use one to trace and backtrack.
+
+    `function` is the `FuzzyFunction` being called (typed loosely: this module sits below it).
+    """
+
+    def plan(self, function: Any, inputs: Mapping[str, Any]) -> CallPlan | None:
+        """Asked before each call; None lets the call run as usual."""
+        return None
+
+    def record(self, function: Any, record: CallRecord) -> None:
+        """Told after each call (a replayed one too), in the calling thread or task."""
+
+
+_observers: ContextVar[tuple[CallObserver, ...]] = ContextVar("lmdsl_observers", default=())
+
+
+def observers() -> tuple[CallObserver, ...]:
+    return _observers.get()
+
+
+O = TypeVar("O", bound=CallObserver)
+
+
+@contextmanager
+def observing(observer: O) -> Iterator[O]:
+    """Let `observer` see the fuzzy calls made in this block (and in threads that copy the context)."""
+    token = _observers.set((*_observers.get(), observer))
+    try:
+        yield observer
+    finally:
+        _observers.reset(token)
+
+
+class _Collector(CallObserver):
+    def __init__(self) -> None:
+        self.records: list[CallRecord] = []
+
+    def record(self, function: Any, record: CallRecord) -> None:
+        self.records.append(record)
 
 
 @contextmanager
 def capture() -> Iterator[list[CallRecord]]:
     """Collect the records of every fuzzy call made in this block (in this thread or task)."""
-    records: list[CallRecord] = []
-    token = _capture.set(records)
-    try:
-        yield records
-    finally:
-        _capture.reset(token)
+    with observing(_Collector()) as collector:
+        yield collector.records

@@ -8,6 +8,7 @@ fingerprint that tells a compiled artifact whether it still fits.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import inspect
 import json
@@ -135,6 +136,34 @@ class Signature:
                 where = ".".join(str(p) for p in (f.name, *first["loc"]))
                 raise InputError(f"input field {where!r}: {first['msg']}", field=f.name) from None
         return values
+
+    def bind_check(self, check: Callable[..., Any], role: str) -> Callable[[Any, Mapping[str, Any]], Any]:
+        """Bind a check or reward written as `(output, *, <some inputs by name>)` so it can be
+        called with `(output, inputs)`. A parameter that is not an input is a `SignatureError`."""
+        label = f"{role} {getattr(check, '__qualname__', repr(check))} of {self.qualname}"
+        try:
+            params = list(inspect.signature(check).parameters.values())
+        except (TypeError, ValueError) as error:
+            raise SignatureError(f"{label}: cannot read its signature ({error})") from None
+        if not params or params[0].kind not in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD):
+            raise SignatureError(f"{label}: its first parameter must take the output positionally")
+        names: list[str] = []
+        for param in params[1:]:
+            if param.kind is param.VAR_KEYWORD:
+                return lambda output, inputs: check(output, **inputs)
+            if param.kind is param.VAR_POSITIONAL:
+                raise SignatureError(f"{label}: *{param.name} is not supported; name the inputs it needs")
+            if param.name in self._keyword:
+                names.append(param.name)
+            elif param.default is _EMPTY:
+                close = difflib.get_close_matches(param.name, self.input_names, n=1)
+                hint = f' (did you mean "{close[0]}"?)' if close else ""
+                raise SignatureError(
+                    f"{label}: parameter {param.name!r} is not an input of {self.qualname}{hint}; "
+                    f"its inputs are {', '.join(self.input_names) or 'none'}"
+                )
+        chosen = tuple(names)
+        return lambda output, inputs: check(output, **{name: inputs[name] for name in chosen})
 
     @property
     def fingerprint(self) -> str:

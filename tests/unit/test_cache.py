@@ -16,7 +16,7 @@ import pytest
 import lmdsl
 from lmdsl.cache import CACHE_FILE, CachedBackend, CacheStore, default_cache_dir, open_store, request_key
 from lmdsl.lm.types import Completion, Message, Request, Usage
-from lmdsl.strategies import Generate, Generation
+from lmdsl.strategies import Generation, Run
 
 # Any CacheWarning a test does not expect (inside `pytest.warns`) fails it.
 pytestmark = pytest.mark.filterwarnings("error::lmdsl.CacheWarning")
@@ -93,9 +93,9 @@ def classify_model(*, cacheable: bool = True, key: str = "classify") -> lmdsl.Sc
 class TwoRollouts(lmdsl.Strategy):
     """Samples the same request twice (rollouts 0 and 1) and keeps the second."""
 
-    def run(self, generate: Generate) -> Generation:
-        first = generate(rollout=0)
-        second = generate(rollout=1)
+    def run(self, run: Run) -> Generation:
+        first = run.generate(rollout=0)
+        second = run.generate(rollout=1)
         return Generation(second.output, second.reasoning, first.attempts + second.attempts)
 
 
