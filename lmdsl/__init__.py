@@ -13,6 +13,8 @@ from lmdsl.cache import CacheWarning
 from lmdsl.config import Settings, configure, settings, using
 from lmdsl.config import history as _history
 from lmdsl.errors import (
+    ArtifactError,
+    AssertionFailed,
     Attempt,
     BackendError,
     ConfigurationError,
@@ -20,19 +22,40 @@ from lmdsl.errors import (
     LMDSLError,
     ModelUnavailableError,
     OutputError,
+    Retry,
     SignatureError,
 )
-from lmdsl.fuzzy import FuzzyFunction, fuzzy
+from lmdsl.fuzzy import AssertionWarning, FuzzyFunction, fuzzy
 from lmdsl.lm import Backend, Completion, Message, Request, ScriptedModel, Usage
+from lmdsl.parallel import Outcome
+from lmdsl.program import Program, ProgramResult, TraceStep, current_trace, program, require, suggest
 from lmdsl.prompt import Demo, Params
 from lmdsl.records import CallRecord, FunctionUsage, capture
 from lmdsl.signature import Signature
-from lmdsl.strategies import ChainOfThought, Predict, Strategy, chain_of_thought, predict
+from lmdsl.strategies import (
+    BestOf,
+    ChainOfThought,
+    Generation,
+    Majority,
+    Predict,
+    Refine,
+    Run,
+    Strategy,
+    best_of,
+    chain_of_thought,
+    majority,
+    predict,
+    refine,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArtifactError",
+    "AssertionFailed",
+    "AssertionWarning",
     "Attempt",
+    "BestOf",
     "Backend",
     "BackendError",
     "CacheWarning",
@@ -43,28 +66,44 @@ __all__ = [
     "Demo",
     "FunctionUsage",
     "FuzzyFunction",
+    "Generation",
     "InputError",
     "LMDSLError",
+    "Majority",
     "Message",
     "ModelUnavailableError",
+    "Outcome",
     "OutputError",
     "Params",
     "Predict",
+    "Program",
+    "ProgramResult",
+    "Refine",
     "Request",
+    "Retry",
+    "Run",
     "ScriptedModel",
     "Settings",
     "Signature",
     "SignatureError",
     "Strategy",
+    "TraceStep",
     "Usage",
+    "best_of",
     "capture",
     "chain_of_thought",
     "configure",
+    "current_trace",
     "fuzzy",
     "history",
     "last_prompt",
+    "majority",
     "predict",
+    "program",
+    "refine",
+    "require",
     "settings",
+    "suggest",
     "using",
 ]
 

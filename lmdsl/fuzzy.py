@@ -123,8 +123,11 @@ class FuzzyFunction(Generic[P, R]):
 
     @params.setter
     def params(self, params: Params) -> None:
-        demos = tuple(self._checked_demo(demo) for demo in params.demos)
-        self._prompt = Prompt(self.signature, self.output_format, Params(params.instructions, demos))
+        self._prompt = Prompt(self.signature, self.output_format, self.check_params(params))
+
+    def check_params(self, params: Params) -> Params:
+        """`params` with each demo validated (and coerced) against the signature: `InputError` if one does not fit."""
+        return Params(params.instructions, tuple(self._checked_demo(demo) for demo in params.demos))
 
     def reset_params(self) -> None:
         """Back to the docstring's instructions and no demonstrations."""
@@ -164,6 +167,7 @@ class FuzzyFunction(Generic[P, R]):
     def invoke(self, inputs: Mapping[str, Any]) -> CallRecord:
         """Run on inputs given by name and return the full record of the call."""
         started = time.perf_counter()
+        inputs = self.signature.snapshot(inputs)
         watchers = observers()
         feedback: tuple[Message, ...] = ()
         if watchers:

@@ -8,11 +8,14 @@ fingerprint that tells a compiled artifact whether it still fits.
 
 from __future__ import annotations
 
+import copy
 import difflib
+import functools
 import hashlib
 import inspect
 import json
 import re
+import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -79,6 +82,22 @@ class Signature:
     _positional: tuple[str, ...] = field(repr=False)
     _keyword: frozenset[str] = field(repr=False)
     _defaults: tuple[tuple[str, Any], ...] = field(repr=False)
+
+    @functools.cached_property
+    def _mutable_inputs(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.inputs if not _immutable(f.annotation))
+
+    def snapshot(self, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The inputs with mutable values (lists, dicts, models) deep-copied, so a record keeps
+        what the model saw even if the caller mutates them later. Free for scalar inputs."""
+        mutable = self._mutable_inputs
+        if not mutable:
+            return inputs
+        copied = dict(inputs)
+        for name in mutable:
+            if name in copied:
+                copied[name] = copy.deepcopy(copied[name])
+        return copied
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -165,7 +184,7 @@ class Signature:
         chosen = tuple(names)
         return lambda output, inputs: check(output, **{name: inputs[name] for name in chosen})
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
         """A hash of everything the model sees of this function, to detect stale artifacts."""
         payload = {
@@ -260,6 +279,22 @@ def build_signature(fn: Callable[..., Any], localns: Mapping[str, Any] | None = 
         _keyword=frozenset(keyword),
         _defaults=tuple(defaults),
     )
+
+
+def _immutable(annotation: Any) -> bool:
+    """Whether values of this type cannot change after the call (so need no snapshot)."""
+    import enum
+
+    if annotation in (str, int, float, bool, type(None)):
+        return True
+    origin = get_origin(annotation)
+    if origin is typing.Literal:
+        return True
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return True
+    if origin in (typing.Union, types.UnionType) or (origin is tuple and annotation is not tuple):
+        return all(_immutable(a) for a in get_args(annotation) if a is not Ellipsis)
+    return False
 
 
 def _require_supported(qualname: str, what: str, annotation: Any, *, allow_none: bool) -> None:

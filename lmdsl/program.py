@@ -1,0 +1,384 @@
+"""`@program`: ordinary Python that calls fuzzy functions, traced, repaired and parameterised.
+
+During a run every fuzzy call (nested programs included) is recorded in a trace
+held by a context variable. `require`/`suggest` inside a program backtrack: the
+program function runs again from the start; fuzzy calls before the retried one
+are replayed from the trace without calling the model (the Python code between
+them does run again); the retried call is the most recent fuzzy call completed
+before the failing assertion, and it gets its previous output and the assertion's
+message as feedback; every call after it runs afresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import json
+import logging
+import types
+import typing
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+
+from lmdsl.errors import ArtifactError, AssertionFailed, InputError, LMDSLError
+from lmdsl.fuzzy import AssertionWarning, FuzzyFunction
+from lmdsl.lm.types import Message
+from lmdsl.parallel import Outcome, run_each
+from lmdsl.prompt import Demo, Params
+from lmdsl.records import CallObserver, CallPlan, CallRecord, observing
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+PARAMS_FORMAT = "lmdsl-params/1"
+MAX_PARAMS_BYTES = 64 * 2**20
+
+
+@dataclass(frozen=True, slots=True)
+class TraceStep:
+    """One fuzzy call in a program run: the function and its record."""
+
+    function: FuzzyFunction[..., Any]
+    record: CallRecord
+
+
+@dataclass(frozen=True)
+class ProgramResult(Generic[R]):
+    """A program run: its output, every fuzzy call in order, and how often it backtracked."""
+
+    output: R
+    trace: tuple[TraceStep, ...]
+    backtracks: int
+
+
+class _Backtrack(BaseException):
+    """Unwinds a program run to retry a call. A BaseException, so `except Exception` in
+    user code between the assertion and the program does not swallow it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class _Run(CallObserver):
+    """The state of one pass through a program: its trace, and the replay plan of a backtrack."""
+
+    def __init__(
+        self,
+        program: str,
+        replay: tuple[TraceStep, ...],
+        target: int | None,
+        feedback: tuple[Message, ...],
+        backtracks_left: int,
+    ) -> None:
+        self.program = program
+        self.steps: list[TraceStep] = []
+        self._replay = replay
+        self._target = target
+        self._feedback = feedback
+        self.backtracks_left = backtracks_left
+
+    def plan(self, function: Any, inputs: Mapping[str, Any]) -> CallPlan | None:
+        index = len(self.steps)
+        if index == self._target:
+            return CallPlan(feedback=self._feedback)
+        if index < len(self._replay):
+            step = self._replay[index]
+            if step.function is function and step.record.error is None and dict(step.record.inputs) == dict(inputs):
+                return CallPlan(replay=step.record)
+            self._replay = ()  # the run took another path: everything from here is fresh
+        return None
+
+    def record(self, function: Any, record: CallRecord) -> None:
+        self.steps.append(TraceStep(function, record))
+
+
+_active: ContextVar[_Run | None] = ContextVar("lmdsl_program_run", default=None)
+
+
+def require(condition: object, message: str) -> None:
+    """A hard program assertion: when false, backtrack (see the module docstring), and when
+    the program's backtracks run out, raise `AssertionFailed`."""
+    if condition:
+        return
+    run = _active.get()
+    if run is not None and run.backtracks_left > 0 and run.steps:
+        raise _Backtrack(message)
+    attempts = run.steps[-1].record.attempts if run and run.steps else ()
+    raise AssertionFailed(run.program if run else "require", attempts, message)
+
+
+def suggest(condition: object, message: str) -> None:
+    """A soft program assertion: backtracks like `require`, then warns and lets the run go on."""
+    if condition:
+        return
+    run = _active.get()
+    if run is not None and run.backtracks_left > 0 and run.steps:
+        raise _Backtrack(message)
+    text = f"{run.program if run else 'suggest'}: suggestion still fails: {message}"
+    logging.getLogger("lmdsl").warning(text)
+    warnings.warn(text, AssertionWarning, stacklevel=2)
+
+
+def current_trace() -> tuple[TraceStep, ...]:
+    """The fuzzy calls of the program run in progress (empty outside a program)."""
+    run = _active.get()
+    return tuple(run.steps) if run else ()
+
+
+class Program(Generic[P, R]):
+    """A function that calls fuzzy functions. Call it like the function it decorates."""
+
+    def __init__(self, fn: Callable[P, R], *, max_backtracks: int = 2) -> None:
+        if not isinstance(max_backtracks, int) or max_backtracks < 0:
+            raise TypeError(f"max_backtracks must be a whole number >= 0, not {max_backtracks!r}")
+        functools.update_wrapper(self, fn)
+        self._fn = fn
+        self.name = getattr(fn, "__qualname__", repr(fn))
+        self.max_backtracks = max_backtracks
+        self.python_signature = inspect.signature(fn)
+
+    def __repr__(self) -> str:
+        return f"<program {self._fn.__module__}.{self.name}>"
+
+    # -- the fuzzy functions it uses ------------------------------------------------------
+    @functools.cached_property
+    def functions(self) -> Mapping[str, FuzzyFunction[..., Any]]:
+        """Every fuzzy function the program's code refers to, in order of first mention,
+        by name (`inner.name` for those of a nested program). Found on first use, so
+        functions defined after the program are seen."""
+        found: dict[str, FuzzyFunction[..., Any]] = {}
+        for name, value in _referenced(self._fn):
+            if isinstance(value, FuzzyFunction) and value not in found.values():
+                found[name] = value
+            elif isinstance(value, Program) and value is not self:
+                for inner, function in value.functions.items():
+                    if function not in found.values():
+                        found[f"{name}.{inner}"] = function
+        return types.MappingProxyType(found)
+
+    @property
+    def params(self) -> dict[str, Params]:
+        """The parameters (instructions, demos) of each fuzzy function, by name."""
+        return {name: fn.params for name, fn in self.functions.items()}
+
+    @params.setter
+    def params(self, values: Mapping[str, Params]) -> None:
+        unknown = set(values) - set(self.functions)
+        if unknown:
+            raise KeyError(f"{self.name} has no fuzzy function {sorted(unknown)[0]!r}; it has {list(self.functions)}")
+        for name, params in values.items():
+            self.functions[name].params = params
+
+    def save(self, path: str | Path) -> None:
+        """Write every fuzzy function's parameters to a JSON file (never pickle)."""
+        Path(path).write_text(json.dumps(dump_params(self.name, self.functions), indent=2, ensure_ascii=False))
+
+    def load(self, path: str | Path) -> None:
+        """Set parameters from a file written by `save`. Loading runs no code; a file that
+        does not match this program raises `ArtifactError` naming the function that differs."""
+        apply_params(self.functions, read_params_file(Path(path)), source=str(path))
+
+    # -- running ------------------------------------------------------------------------------
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.run(*args, **kwargs).output
+
+    def run(self, *args: P.args, **kwargs: P.kwargs) -> ProgramResult[R]:
+        """Run and return the output with the trace of fuzzy calls."""
+        bound = self.python_signature.bind(*args, **kwargs)
+        return self._execute(lambda: self._fn(*bound.args, **bound.kwargs))
+
+    def invoke(self, inputs: Mapping[str, Any]) -> ProgramResult[R]:
+        """Run on inputs given by name."""
+        try:
+            bound = self.python_signature.bind(**inputs)
+        except TypeError as error:
+            raise InputError(f"{self.name}: {error}") from None
+        return self._execute(lambda: self._fn(*bound.args, **bound.kwargs))
+
+    async def acall(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run from asyncio without blocking the event loop."""
+        return await asyncio.to_thread(self, *args, **kwargs)
+
+    def map(self, items: Iterable[Mapping[str, Any]], *, threads: int = 4) -> list[Outcome[R]]:
+        """Run once per item (inputs by name) on up to `threads` threads, in order, errors per item."""
+        return run_each(lambda item: self.invoke(item).output, items, threads=threads)
+
+    def _execute(self, call: Callable[[], R]) -> ProgramResult[R]:
+        outer = _active.get()
+        if outer is not None:  # nested: the outer program traces and backtracks
+            return ProgramResult(call(), (), 0)
+        replay: tuple[TraceStep, ...] = ()
+        target: int | None = None
+        feedback: tuple[Message, ...] = ()
+        backtracks = 0
+        while True:
+            run = _Run(self.name, replay, target, feedback, self.max_backtracks - backtracks)
+            token = _active.set(run)
+            try:
+                with observing(run):
+                    output = call()
+                return ProgramResult(output, tuple(run.steps), backtracks)
+            except _Backtrack as backtrack:
+                target = len(run.steps) - 1
+                retried = run.steps[target]
+                replay = tuple(run.steps[:target])
+                feedback = (
+                    Message("assistant", retried.function.output_format.render(retried.record.output)),
+                    Message("user", f"That answer was rejected: {backtrack.message} Answer again, fixing that."),
+                )
+                backtracks += 1
+            finally:
+                _active.reset(token)
+
+
+@overload
+def program(fn: Callable[P, R], /) -> Program[P, R]: ...
+
+
+@overload
+def program(*, max_backtracks: int = 2) -> Callable[[Callable[P, R]], Program[P, R]]: ...
+
+
+def program(
+    fn: Callable[P, R] | None = None, /, *, max_backtracks: int = 2
+) -> Program[P, R] | Callable[[Callable[P, R]], Program[P, R]]:
+    """Mark a function that calls fuzzy functions as a program: traced, with backtracking
+    assertions, and one collection of parameters that can be saved, loaded and compiled."""
+    if fn is None:
+        return lambda function: Program(function, max_backtracks=max_backtracks)
+    return Program(fn, max_backtracks=max_backtracks)
+
+
+def _referenced(fn: Callable[..., Any]) -> Iterator[tuple[str, Any]]:
+    """Names a function's code (nested functions included) refers to, with their values:
+    globals, closure variables, and attributes of referenced modules."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return
+    namespace = dict(getattr(fn, "__globals__", {}))
+    for name, cell in zip(code.co_freevars, getattr(fn, "__closure__", None) or ()):
+        try:
+            namespace[name] = cell.cell_contents
+        except ValueError:
+            continue
+    stack = [code]
+    while stack:
+        current = stack.pop(0)
+        for name in (*current.co_names, *current.co_freevars):
+            if name in namespace:
+                value = namespace[name]
+                yield name, value
+                if isinstance(value, types.ModuleType):
+                    for attribute in current.co_names:
+                        if hasattr(value, attribute):
+                            yield attribute, getattr(value, attribute)
+        stack.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
+
+
+# -- parameter files -----------------------------------------------------------------------------
+class _DemoFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    inputs: dict[str, Any]
+    output: Any
+    reasoning: str | None = None
+
+
+class _FunctionFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    signature: str
+    instructions: str
+    demos: list[_DemoFile] = []
+
+
+class _ParamsFile(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    format: str
+    program: str
+    functions: dict[str, _FunctionFile]
+
+
+def dump_params(program: str, functions: Mapping[str, FuzzyFunction[..., Any]]) -> dict[str, Any]:
+    """Plain JSON data for the parameters of `functions`."""
+    from lmdsl import __version__
+
+    entries: dict[str, Any] = {}
+    for name, fn in functions.items():
+        sig = fn.signature
+        demos = []
+        for demo in fn.params.demos:
+            demos.append(
+                {
+                    "inputs": {k: sig.field(k).adapter.dump_python(v, mode="json") for k, v in demo.inputs.items()},
+                    "output": sig.output.adapter.dump_python(demo.output, mode="json"),
+                    "reasoning": demo.reasoning,
+                }
+            )
+        entries[name] = {"signature": sig.fingerprint, "instructions": fn.params.instructions, "demos": demos}
+    return {"format": PARAMS_FORMAT, "lmdsl": __version__, "program": program, "functions": entries}
+
+
+def read_params_file(path: Path) -> _ParamsFile:
+    """Read and check the shape of a parameter file; any problem is an `ArtifactError`."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_PARAMS_BYTES:
+            raise ArtifactError(f"{path}: {size} bytes is too large for a parameter file")
+        data = json.loads(path.read_bytes())
+    except OSError as error:
+        raise ArtifactError(f"{path}: cannot read it ({error.strerror or error})") from None
+    except (ValueError, RecursionError) as error:
+        raise ArtifactError(f"{path}: not valid JSON ({error}); was it truncated?") from None
+    try:
+        parsed = _ParamsFile.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ArtifactError(f"{path}: not a parameter file: {where}: {first['msg']}") from None
+    if parsed.format != PARAMS_FORMAT:
+        raise ArtifactError(f"{path}: format {parsed.format!r} is not {PARAMS_FORMAT!r}")
+    return parsed
+
+
+def apply_params(functions: Mapping[str, FuzzyFunction[..., Any]], data: _ParamsFile, *, source: str) -> None:
+    """Check that every function matches the file, then set all parameters (all or nothing)."""
+    missing = [name for name in functions if name not in data.functions]
+    extra = [name for name in data.functions if name not in functions]
+    if missing or extra:
+        name = (missing or extra)[0]
+        where = "is not in the file" if missing else "is in the file but not in the program"
+        raise ArtifactError(f"{source}: fuzzy function {name!r} {where}")
+    staged: dict[str, Params] = {}
+    for name, fn in functions.items():
+        entry = data.functions[name]
+        if entry.signature != fn.signature.fingerprint:
+            raise ArtifactError(
+                f"{source}: fuzzy function {name!r} changed since the file was written "
+                "(its docstring, annotations or field descriptions differ)"
+            )
+        demos = tuple(Demo(d.inputs, d.output, d.reasoning) for d in entry.demos)
+        staged[name] = Params(entry.instructions, demos)
+    checked: dict[str, Params] = {}
+    for name, params in staged.items():
+        try:
+            checked[name] = functions[name].check_params(params)
+        except LMDSLError as error:
+            raise ArtifactError(f"{source}: fuzzy function {name!r}: {error}") from None
+    for name, params in checked.items():
+        functions[name].params = params
+
+
+def output_adapter(program: Program[..., Any]) -> TypeAdapter[Any]:
+    """How to print a program's output as JSON: its return annotation, if it has a usable one."""
+    try:
+        annotation = typing.get_type_hints(program.__wrapped__).get("return", Any)  # type: ignore[attr-defined]
+        return TypeAdapter(annotation)
+    except Exception:
+        return TypeAdapter(Any)
