@@ -267,6 +267,8 @@ def open_store(directory: Path) -> CacheStore:
 class CachedBackend:
     """A backend whose completions are served from a `CacheStore` when the same request was made."""
 
+    cacheable = False  # already cached: configuration must not wrap it twice
+
     def __init__(self, backend: Backend, store: CacheStore) -> None:
         self.backend = backend
         self.store = store

@@ -164,19 +164,19 @@ class FuzzyFunction(Generic[P, R]):
         input order; an item that fails holds its error instead of a value."""
         return run_each(lambda item: self.invoke(self.signature.validate_inputs(item)).output, items, threads=threads)
 
-    def invoke(self, inputs: Mapping[str, Any]) -> CallRecord:
-        """Run on inputs given by name and return the full record of the call."""
+    def invoke(self, inputs: Mapping[str, Any], *, feedback: tuple[Message, ...] = ()) -> CallRecord:
+        """Run on inputs given by name and return the full record of the call. `feedback`
+        turns (an earlier answer and a critique) are added after the input."""
         started = time.perf_counter()
         inputs = self.signature.snapshot(inputs)
         watchers = observers()
-        feedback: tuple[Message, ...] = ()
         if watchers:
             plan = next((p for w in reversed(watchers) if (p := w.plan(self, inputs)) is not None), None)
             if plan is not None:
                 if plan.replay is not None:
                     self._notify(watchers, plan.replay)
                     return plan.replay
-                feedback = plan.feedback
+                feedback = plan.feedback + feedback
         config = settings()
         backend = config.backend(config.model_for(self.model))
         prompt = self._prompt
@@ -285,6 +285,10 @@ class _CallRun:
     @property
     def state(self) -> Any:
         return self._fn._strategy_state
+
+    @property
+    def backend(self) -> Backend:
+        return self._backend
 
     def generate(
         self, *, rollout: int = 0, temperature: float | None = None, feedback: tuple[Message, ...] = ()

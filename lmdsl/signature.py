@@ -17,7 +17,7 @@ import json
 import re
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, get_args, get_origin
 
@@ -279,6 +279,26 @@ def build_signature(fn: Callable[..., Any], localns: Mapping[str, Any] | None = 
         _keyword=frozenset(keyword),
         _defaults=tuple(defaults),
     )
+
+
+def synthetic_function(
+    name: str, doc: str, params: Sequence[tuple[str, Any]], returns: Any, *, module: str = __name__
+) -> Callable[..., Any]:
+    """A body-less function with the given keyword parameters, types and docstring: how a
+    strategy derives a fuzzy function of its own (a tool-using step, a code writer)."""
+
+    def derived(**kwargs: Any) -> Any:
+        raise NotImplementedError(f"{name} is implemented by a language model")
+
+    derived.__name__ = derived.__qualname__ = name
+    derived.__doc__ = doc
+    derived.__module__ = module
+    derived.__annotations__ = {**dict(params), "return": returns}
+    derived.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=a) for n, a in params],
+        return_annotation=returns,
+    )
+    return derived
 
 
 def _immutable(annotation: Any) -> bool:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from lmdsl.errors import Attempt, OutputError, SignatureError
-from lmdsl.lm.types import Message
+from lmdsl.lm.types import Backend, Message
 
 if TYPE_CHECKING:
     from lmdsl.signature import Signature
@@ -42,6 +42,10 @@ class Run(Protocol):
     @property
     def state(self) -> Any:
         """What the strategy's `prepare` returned for this function."""
+
+    @property
+    def backend(self) -> Backend:
+        """The model this call runs on; fuzzy functions a strategy derives should use it too."""
 
     def generate(
         self, *, rollout: int = 0, temperature: float | None = None, feedback: tuple[Message, ...] = ()
