@@ -47,6 +47,17 @@ class Check:
     call: Callable[[Any, Mapping[str, Any]], Any]
     soft: bool
 
+    def verdict(self, output: Any, inputs: Mapping[str, Any]) -> str | None:
+        """None if the output passes; else why not. `raise Retry(why)` rejects, and so does
+        returning `False` (a plain predicate), so `ensure(lambda out: out > 0)` is not a no-op."""
+        try:
+            result = self.call(output, inputs)
+        except Retry as rejection:
+            return str(rejection)
+        if result is False:
+            return f"the output fails the check {self.name}"
+        return None
+
 
 class FuzzyFunction(Generic[P, R]):
     """A function whose body a language model provides. Call it like the function it decorates."""
@@ -137,7 +148,7 @@ class FuzzyFunction(Generic[P, R]):
         sig = self.signature
         try:
             inputs = sig.validate_inputs(demo.inputs)
-            output = sig.output.adapter.validate_python(demo.output)
+            output = sig.output.adapter.validate_python(demo.output, context=inputs)
         except ValidationError as error:
             raise InputError(f"{sig.qualname}: a demo's output does not fit the return type: {error}") from None
         except InputError as error:
@@ -188,7 +199,7 @@ class FuzzyFunction(Generic[P, R]):
                 generation = self._generate(backend, request, inputs)
             else:
                 run = _CallRun(self, backend, prompt, inputs, temperature, max_tokens, feedback)
-                generation = self.strategy.run(run)
+                generation = self._checked(self.strategy.run(run), inputs)
         except OutputError as error:
             failed = CallRecord(
                 self.signature.qualname, backend.name, inputs, None, None,
@@ -212,6 +223,29 @@ class FuzzyFunction(Generic[P, R]):
         for watcher in watchers:
             watcher.record(self, record)
 
+    def _checked(self, generation: Generation, inputs: Mapping[str, Any]) -> Generation:
+        """Run the checks on a strategy's final output. Strategies that build their output
+        another way (tools, code) cannot feed a rejection back, so it fails (or warns) here."""
+        if not self._checks or "soft_failure" in generation.details:
+            return generation
+        for check in self._checks:
+            reason = check.verdict(generation.output, inputs)
+            if reason is not None:
+                return self._rejected(check, reason, list(generation.attempts), (generation.output, generation.reasoning))
+        return generation
+
+    def _rejected(
+        self, check: Check, error: str, attempts: list[Attempt], last_valid: tuple[Any, str | None] | None
+    ) -> Generation:
+        """A check still fails with no retries left: raise for a hard check, warn for a soft one."""
+        name = self.signature.qualname
+        if not check.soft or last_valid is None:
+            raise AssertionFailed(name, attempts, error)
+        message = f"{name}: soft check {check.name} still fails after {len(attempts)} attempt(s): {error}"
+        logging.getLogger("lmdsl").warning(message)
+        warnings.warn(message, AssertionWarning, stacklevel=5)
+        return Generation(last_valid[0], last_valid[1], tuple(attempts), {"soft_failure": error})
+
     def _generate(self, backend: Backend, request: Request, inputs: Mapping[str, Any]) -> Generation:
         """The call loop: ask, parse, validate, check; on failure, show the model its reply and why."""
         attempts: list[Attempt] = []
@@ -234,10 +268,9 @@ class FuzzyFunction(Generic[P, R]):
                 )
             else:
                 for check in self._checks:
-                    try:
-                        check.call(output, inputs)
-                    except Retry as rejection:
-                        rejected_by, error = check, str(rejection)
+                    reason = check.verdict(output, inputs)
+                    if reason is not None:
+                        rejected_by, error = check, reason
                         break
                 if rejected_by is None:
                     attempts.append(
@@ -249,15 +282,9 @@ class FuzzyFunction(Generic[P, R]):
                 Attempt(request, completion.text, error, completion.usage, completion.finish_reason, completion.cached)
             )
             request = retry_request(request, completion.text, error, truncated=truncated)
-        name = self.signature.qualname
         if rejected_by is None:
-            raise OutputError(name, attempts)
-        if not rejected_by.soft or last_valid is None:
-            raise AssertionFailed(name, attempts, error)
-        message = f"{name}: soft check {rejected_by.name} still fails after {len(attempts)} attempt(s): {error}"
-        logging.getLogger("lmdsl").warning(message)
-        warnings.warn(message, AssertionWarning, stacklevel=4)
-        return Generation(last_valid[0], last_valid[1], tuple(attempts), {"soft_failure": error})
+            raise OutputError(self.signature.qualname, attempts)
+        return self._rejected(rejected_by, error, attempts, last_valid)
 
 
 class _CallRun:

@@ -36,7 +36,7 @@ def run_each(function: Callable[[T], R], items: Iterable[T], *, threads: int) ->
     Each item runs in a copy of the caller's context, so configuration (`using`) and
     tracing reach the worker threads.
     """
-    if not isinstance(threads, int) or threads < 1:
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
         raise ValueError(f"threads must be a whole number >= 1, not {threads!r}")
     work = list(items)
 

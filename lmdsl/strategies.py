@@ -9,6 +9,7 @@ their own modules above `fuzzy`.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -92,8 +93,13 @@ chain_of_thought = ChainOfThought()
 Scorer = Callable[[Any, Mapping[str, Any]], Any]
 
 
+def _canonical(reply: str) -> str:
+    """A reply's JSON with sorted keys: outputs that compare equal get the same text."""
+    return json.dumps(json.loads(reply), sort_keys=True, ensure_ascii=False)
+
+
 def _check_samples(name: str, n: int, temperature: float) -> None:
-    if not isinstance(n, int) or n < 1:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise SignatureError(f"{name}: n must be a whole number >= 1, not {n!r}")
     if not 0.0 < temperature <= 2.0:
         raise SignatureError(f"{name}: sampling needs a temperature in (0, 2], not {temperature!r}")
@@ -177,9 +183,15 @@ class Refine(Strategy):
         best: tuple[float, Generation] | None = None
         feedback: tuple[Message, ...] = ()
         for rollout in range(self.n):
-            generation = run.generate(
-                rollout=rollout, temperature=0.0 if rollout == 0 else self.temperature, feedback=feedback
-            )
+            try:
+                generation = run.generate(
+                    rollout=rollout, temperature=0.0 if rollout == 0 else self.temperature, feedback=feedback
+                )
+            except OutputError as error:
+                attempts.extend(error.attempts)
+                if best is None:
+                    raise OutputError(run.function, attempts) from None
+                continue
             attempts.extend(generation.attempts)
             score, note = _score(run.state(generation.output, run.inputs))
             history.append({"output": generation.output, "reward": score, "feedback": note})
@@ -217,7 +229,7 @@ class Majority(Strategy):
                 attempts.extend(error.attempts)
                 continue
             attempts.extend(generation.attempts)
-            groups.setdefault(run.render(generation.output), []).append(generation)
+            groups.setdefault(_canonical(run.render(generation.output)), []).append(generation)
         if not groups:
             raise OutputError(run.function, attempts)
         winner = max(groups.values(), key=len)
