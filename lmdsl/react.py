@@ -3,7 +3,7 @@
 Each tool is an annotated Python function; its name, docstring and typed
 parameters are shown to the model, and its arguments are validated by pydantic
 before it runs. Each step is a call of a derived fuzzy function whose output is
-a thought plus one tool call (or `finish`), constrained to that shape; after
+a thought plus one tool call (or `done`), constrained to that shape; after
 the loop a second derived function writes the typed answer from the trajectory.
 The trajectory is kept in the call record's `details["trajectory"]`.
 """
@@ -26,7 +26,7 @@ from lmdsl.serializable import type_name, unsupported_reason
 from lmdsl.signature import Signature, synthetic_function
 from lmdsl.strategies import Generation, Run, Strategy
 
-FINISH = "finish"
+FINISH = "done"  # "finish" drew a small model to stop before any tool call
 MAX_OBSERVATION_CHARS = 2000
 
 
@@ -156,13 +156,13 @@ def _described(annotation: Any, description: str | None) -> Any:
 
 
 def _step_model(name: str, tools: Sequence[Tool]) -> type[BaseModel]:
-    """`{thought, action}` where the action is one tool call with typed arguments, or finish."""
+    """`{thought, action}` where the action is one tool call with typed arguments, or done."""
     choices: list[Any] = []
     for tool in tools:
         tag: Any = Literal[tool.name]
         choices.append(create_model(f"call_{tool.name}", tool=(tag, ...), args=(tool.arguments, ...)))
-    finish: Any = Literal["finish"]
-    choices.append(create_model("finish", tool=(finish, ...)))
+    done: Any = Literal[FINISH]
+    choices.append(create_model(FINISH, tool=(done, ...)))
     action: Any = Union[tuple(choices)]
     return create_model(
         f"{name}_step",
@@ -174,8 +174,8 @@ def _step_model(name: str, tools: Sequence[Tool]) -> type[BaseModel]:
 def _step_instructions(task: str, tools: Sequence[Tool]) -> str:
     listing = "\n".join(f"- {t.signature_text()}" for t in tools)
     return (
-        f"{task}\n\nYou can call these tools, one per step, before answering:\n{listing}\n"
-        f'Call "{FINISH}" once the trajectory holds what you need.'
+        f'{task}\n\nFirst gather facts with the tools, one call per step; only when the trajectory '
+        f'already holds what you need, choose "{FINISH}". The tools:\n{listing}'
     )
 
 

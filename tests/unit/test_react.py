@@ -37,7 +37,7 @@ def population(city: str) -> int:
 
 def step(thought: str, tool: str, **args: Any) -> dict[str, Any]:
     action: dict[str, Any] = {"tool": tool}
-    if tool != "finish":
+    if tool != "done":
         action["args"] = args
     return {"thought": thought, "action": action}
 
@@ -51,7 +51,7 @@ def test_tools_are_called_with_typed_arguments_and_the_trajectory_is_kept() -> N
         [
             step("look it up", "lookup", city="Paris"),
             step("add a little", "add", a="2100000", b=1),
-            step("done", "finish"),
+            step("done", "done"),
             {"population": 2100001},
         ]
     )
@@ -70,7 +70,7 @@ def test_tools_are_called_with_typed_arguments_and_the_trajectory_is_kept() -> N
 
 
 def test_the_model_sees_each_tool_signature_and_a_constrained_action() -> None:
-    model = lmdsl.ScriptedModel([step("no need", "finish"), {"population": 1}])
+    model = lmdsl.ScriptedModel([step("no need", "done"), {"population": 1}])
     with lmdsl.using(model=model):
         population("Nowhere")
     system = model.requests[0].messages[0].content
@@ -82,7 +82,7 @@ def test_the_model_sees_each_tool_signature_and_a_constrained_action() -> None:
 
 
 def test_a_failing_tool_becomes_an_observation_not_a_crash() -> None:
-    model = lmdsl.ScriptedModel([step("try", "explode", reason="boom"), step("give up", "finish"), {"population": 0}])
+    model = lmdsl.ScriptedModel([step("try", "explode", reason="boom"), step("give up", "done"), {"population": 0}])
     with lmdsl.using(model=model):
         record = population.invoke({"city": "x"})
     assert record.details["trajectory"][0]["observation"] == "error: RuntimeError: boom"
@@ -96,7 +96,7 @@ def test_steps_stop_at_max_steps() -> None:
 
 
 def test_an_unknown_tool_name_is_invalid_output_and_retried() -> None:
-    model = lmdsl.ScriptedModel([step("?", "delete_everything"), step("ok", "finish"), {"population": 2}])
+    model = lmdsl.ScriptedModel([step("?", "delete_everything"), step("ok", "done"), {"population": 2}])
     with lmdsl.using(model=model):
         record = population.invoke({"city": "x"})
     assert record.output == 2 and calls == []
@@ -119,7 +119,7 @@ def test_tools_must_be_annotated() -> None:
 
 
 def test_derived_calls_follow_the_model_of_the_call() -> None:
-    pinned = lmdsl.ScriptedModel([step("done", "finish"), {"pinned_population": 3}])
+    pinned = lmdsl.ScriptedModel([step("done", "done"), {"pinned_population": 3}])
 
     @lmdsl.fuzzy(model=pinned, strategy=react([lookup]))
     def pinned_population(city: str) -> int:
