@@ -12,6 +12,7 @@ from __future__ import annotations
 from lmdsl.cache import CacheWarning
 from lmdsl.config import Settings, configure, settings, using
 from lmdsl.config import history as _history
+from lmdsl.code_execution import ProgramOfThought, program_of_thought
 from lmdsl.errors import (
     ArtifactError,
     AssertionFailed,
@@ -23,6 +24,12 @@ from lmdsl.errors import (
     ModelUnavailableError,
     OutputError,
     Retry,
+    SandboxCodeError,
+    SandboxError,
+    SandboxMemoryError,
+    SandboxOutputError,
+    SandboxTimeout,
+    SandboxViolation,
     SignatureError,
 )
 from lmdsl.fuzzy import AssertionWarning, FuzzyFunction, fuzzy
@@ -31,6 +38,7 @@ from lmdsl.parallel import Outcome
 from lmdsl.program import Program, ProgramResult, TraceStep, current_trace, program, require, suggest
 from lmdsl.prompt import Demo, Params
 from lmdsl.records import CallRecord, FunctionUsage, capture
+from lmdsl.sandbox import SandboxLimits
 from lmdsl.signature import Signature
 from lmdsl.strategies import (
     BestOf,
@@ -47,6 +55,7 @@ from lmdsl.strategies import (
     predict,
     refine,
 )
+from lmdsl.tool_use import React, Tool, react
 
 __version__ = "0.1.0"
 
@@ -55,9 +64,9 @@ __all__ = [
     "AssertionFailed",
     "AssertionWarning",
     "Attempt",
-    "BestOf",
     "Backend",
     "BackendError",
+    "BestOf",
     "CacheWarning",
     "CallRecord",
     "ChainOfThought",
@@ -77,16 +86,26 @@ __all__ = [
     "Params",
     "Predict",
     "Program",
+    "ProgramOfThought",
     "ProgramResult",
+    "React",
     "Refine",
     "Request",
     "Retry",
     "Run",
+    "SandboxCodeError",
+    "SandboxError",
+    "SandboxLimits",
+    "SandboxMemoryError",
+    "SandboxOutputError",
+    "SandboxTimeout",
+    "SandboxViolation",
     "ScriptedModel",
     "Settings",
     "Signature",
     "SignatureError",
     "Strategy",
+    "Tool",
     "TraceStep",
     "Usage",
     "best_of",
@@ -100,6 +119,8 @@ __all__ = [
     "majority",
     "predict",
     "program",
+    "program_of_thought",
+    "react",
     "refine",
     "require",
     "settings",

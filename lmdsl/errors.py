@@ -85,3 +85,67 @@ class AssertionFailed(OutputError):
 
 class ArtifactError(LMDSLError):
     """A saved parameter file or compiled artifact cannot be used: malformed, hostile or stale."""
+
+
+class SandboxError(LMDSLError):
+    """Generated code did not produce a usable result in the sandbox (`lmdsl.sandbox`).
+
+    The message is short and written to be sent back to the model so that it can fix
+    its code. `stdout` holds what the code printed before it failed, when known.
+    """
+
+    def __init__(self, message: str, *, stdout: str = "") -> None:
+        super().__init__(message)
+        self.stdout = stdout
+
+
+class SandboxTimeout(SandboxError):
+    """The code ran past the wall-clock limit (`limit == "wall"`) or used up its CPU time (`"cpu"`)."""
+
+    def __init__(self, message: str, *, limit: str, stdout: str = "") -> None:
+        super().__init__(message, stdout=stdout)
+        self.limit = limit
+
+
+class SandboxMemoryError(SandboxError):
+    """The code tried to use more memory than the sandbox allows."""
+
+
+class SandboxViolation(SandboxError):
+    """The code tried a forbidden operation: an import, a file, the network, a process, an escape."""
+
+
+class SandboxCodeError(SandboxError):
+    """The code did not compile or raised an exception.
+
+    `type_name` and `detail` are the exception's type and message; `traceback` lists
+    the lines of the generated code only, and `line` is the innermost one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        type_name: str,
+        detail: str,
+        traceback: str = "",
+        line: int | None = None,
+        stdout: str = "",
+    ) -> None:
+        super().__init__(message, stdout=stdout)
+        self.type_name = type_name
+        self.detail = detail
+        self.traceback = traceback
+        self.line = line
+
+
+class SandboxOutputError(SandboxError):
+    """`result` is missing, not JSON-serialisable or too large, or the code printed too much."""
+
+
+class SandboxInputError(LMDSLError, ValueError):
+    """The inputs or limits given to the sandbox are unusable: the caller's mistake, not the code's."""
+
+
+class SandboxUnavailableError(ConfigurationError):
+    """The sandbox cannot run here (it needs Linux and a Python interpreter it can start)."""

@@ -3,7 +3,9 @@
 During a run every fuzzy call (nested programs included) is recorded in a trace
 held by a context variable. `require`/`suggest` inside a program backtrack: the
 program function runs again from the start; fuzzy calls before the retried one
-are replayed from the trace without calling the model (the Python code between
+are replayed from the trace without calling the model (matched by position,
+function and inputs; calls made in `map` worker threads have no stable position,
+so they run again, usually from the cache) (the Python code between
 them does run again); the retried call is the most recent fuzzy call completed
 before the failing assertion, and it gets its previous output and the assertion's
 message as feedback; every call after it runs afresh.
@@ -11,7 +13,6 @@ message as feedback; every call after it runs afresh.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import json
@@ -136,6 +137,9 @@ def current_trace() -> tuple[TraceStep, ...]:
 class Program(Generic[P, R]):
     """A function that calls fuzzy functions. Call it like the function it decorates."""
 
+    __name__: str
+    __wrapped__: Callable[P, R]
+
     def __init__(self, fn: Callable[P, R], *, max_backtracks: int = 2) -> None:
         if not isinstance(max_backtracks, int) or max_backtracks < 0:
             raise TypeError(f"max_backtracks must be a whole number >= 0, not {max_backtracks!r}")
@@ -205,6 +209,8 @@ class Program(Generic[P, R]):
 
     async def acall(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run from asyncio without blocking the event loop."""
+        import asyncio  # on first use: asyncio costs 30 ms of import time
+
         return await asyncio.to_thread(self, *args, **kwargs)
 
     def map(self, items: Iterable[Mapping[str, Any]], *, threads: int = 4) -> list[Outcome[R]]:
@@ -378,7 +384,7 @@ def apply_params(functions: Mapping[str, FuzzyFunction[..., Any]], data: _Params
 def output_adapter(program: Program[..., Any]) -> TypeAdapter[Any]:
     """How to print a program's output as JSON: its return annotation, if it has a usable one."""
     try:
-        annotation = typing.get_type_hints(program.__wrapped__).get("return", Any)  # type: ignore[attr-defined]
+        annotation = typing.get_type_hints(program.__wrapped__).get("return", Any)
         return TypeAdapter(annotation)
     except Exception:
         return TypeAdapter(Any)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 import lmdsl
-from lmdsl.react import react
+from lmdsl.tool_use import react
 
 calls: list[tuple[str, Any]] = []
 

@@ -87,7 +87,7 @@ def fuzzy_returning(annotation: Any, *, strategy: lmdsl.Strategy = lmdsl.predict
 
 def test_round_trip_of_every_supported_type() -> None:
     for annotation, values in CASES:
-        fmt = OutputFormat(build_signature(fuzzy_returning(annotation).__wrapped__).output, reasoning=False)  # type: ignore[attr-defined]
+        fmt = OutputFormat(build_signature(fuzzy_returning(annotation).__wrapped__).output, reasoning=False)
 
         @settings(max_examples=40, deadline=None)
         @given(values)
