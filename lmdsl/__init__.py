@@ -13,6 +13,14 @@ from lmdsl.cache import CacheWarning
 from lmdsl.config import Settings, configure, settings, using
 from lmdsl.config import history as _history
 from lmdsl.code_execution import ProgramOfThought, program_of_thought
+from lmdsl.compiler import (
+    BootstrapFewShot,
+    Compiled,
+    LabeledFewShot,
+    RandomSearch,
+    compile_program,
+    optimize,
+)
 from lmdsl.errors import (
     ArtifactError,
     AssertionFailed,
@@ -32,10 +40,20 @@ from lmdsl.errors import (
     SandboxViolation,
     SignatureError,
 )
+from lmdsl.evaluate import EvaluationError, EvaluationResult, Example, evaluate, load_examples
 from lmdsl.fuzzy import AssertionWarning, FuzzyFunction, fuzzy
 from lmdsl.lm import Backend, Completion, Message, Request, ScriptedModel, Usage
 from lmdsl.parallel import Outcome
-from lmdsl.program import Program, ProgramResult, TraceStep, current_trace, program, require, suggest
+from lmdsl.program import (
+    Program,
+    ProgramResult,
+    StaleArtifactWarning,
+    TraceStep,
+    current_trace,
+    program,
+    require,
+    suggest,
+)
 from lmdsl.prompt import Demo, Params
 from lmdsl.records import CallRecord, FunctionUsage, capture
 from lmdsl.sandbox import SandboxLimits
@@ -67,17 +85,23 @@ __all__ = [
     "Backend",
     "BackendError",
     "BestOf",
+    "BootstrapFewShot",
     "CacheWarning",
     "CallRecord",
     "ChainOfThought",
+    "Compiled",
     "Completion",
     "ConfigurationError",
     "Demo",
+    "EvaluationError",
+    "EvaluationResult",
+    "Example",
     "FunctionUsage",
     "FuzzyFunction",
     "Generation",
     "InputError",
     "LMDSLError",
+    "LabeledFewShot",
     "Majority",
     "Message",
     "ModelUnavailableError",
@@ -88,6 +112,7 @@ __all__ = [
     "Program",
     "ProgramOfThought",
     "ProgramResult",
+    "RandomSearch",
     "React",
     "Refine",
     "Request",
@@ -104,6 +129,7 @@ __all__ = [
     "Settings",
     "Signature",
     "SignatureError",
+    "StaleArtifactWarning",
     "Strategy",
     "Tool",
     "TraceStep",
@@ -111,12 +137,16 @@ __all__ = [
     "best_of",
     "capture",
     "chain_of_thought",
+    "compile_program",
     "configure",
     "current_trace",
+    "evaluate",
     "fuzzy",
     "history",
     "last_prompt",
+    "load_examples",
     "majority",
+    "optimize",
     "predict",
     "program",
     "program_of_thought",

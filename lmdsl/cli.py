@@ -10,6 +10,7 @@ import argparse
 import importlib.util
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from lmdsl.config import history, using
 from lmdsl.errors import InputError, LMDSLError
 from lmdsl.fuzzy import FuzzyFunction
+from lmdsl.program import Program, read_params_file
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -28,16 +30,30 @@ class UsageFailure(Exception):
 
 def load_target(target: str) -> FuzzyFunction[..., Any]:
     """Import `FILE.py:NAME` and return the fuzzy function it names."""
+    found = _load(target, FuzzyFunction, "a fuzzy function (decorate it with @lmdsl.fuzzy)", "fuzzy functions")
+    assert isinstance(found, FuzzyFunction)
+    return found
+
+
+def load_program(target: str) -> Program[..., Any]:
+    """Import `FILE.py:NAME` and return the program it names."""
+    found = _load(target, Program, "a program (decorate it with @lmdsl.program)", "programs")
+    assert isinstance(found, Program)
+    return found
+
+
+def _load(target: str, kind: type, what: str, plural: str = "names") -> object:
     file_part, sep, name = target.rpartition(":")
     if not sep or not file_part or not name:
-        raise UsageFailure(f"target {target!r} must look like FILE.py:FUNCTION")
+        placeholder = {"fuzzy functions": "FUNCTION", "programs": "PROGRAM"}.get(plural, "NAME")
+        raise UsageFailure(f"target {target!r} must look like FILE.py:{placeholder}")
     module = _import_file(Path(file_part))
     found = getattr(module, name, None)
     if found is None:
-        available = sorted(n for n, v in vars(module).items() if isinstance(v, FuzzyFunction))
-        raise UsageFailure(f"{file_part} has no {name!r}; its fuzzy functions: {', '.join(available) or 'none'}")
-    if not isinstance(found, FuzzyFunction):
-        raise UsageFailure(f"{file_part}:{name} is not a fuzzy function (decorate it with @lmdsl.fuzzy)")
+        available = sorted(n for n, v in vars(module).items() if isinstance(v, kind))
+        raise UsageFailure(f"{file_part} has no {name!r}; its {plural}: {', '.join(available) or 'none'}")
+    if not isinstance(found, kind):
+        raise UsageFailure(f"{file_part}:{name} is not {what}")
     return found
 
 
@@ -93,6 +109,113 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compile(args: argparse.Namespace) -> int:
+    from lmdsl.evaluate import evaluate
+    from lmdsl.compiler.decorator import CompileConfig, compile_program
+
+    program = load_program(args.target)
+    config = program.compile_config
+    if not isinstance(config, CompileConfig):
+        raise UsageFailure(f"{args.target} has no compile configuration: decorate it with @lmdsl.optimize(...)")
+    devset = list(config.devset if config.devset is not None else config.trainset)
+    if not devset:
+        raise UsageFailure(f"{args.target}: the compile configuration has no examples to score")
+    options = {"model": args.model} if args.model else {}
+    with using(**options):
+        before = evaluate(program, devset, config.metric, threads=args.threads, progress=None)
+        compiled = compile_program(program, write=not args.dry_run)
+        original = program.params
+        program.params = dict(compiled.params)
+        try:
+            after = evaluate(program, devset, config.metric, threads=args.threads, progress=None)
+        finally:
+            program.params = original
+    rows = [
+        ("uncompiled", f"{before.score:.1f}", str(before.lm_calls), str(before.input_tokens + before.output_tokens), f"{before.seconds:.1f}"),
+        ("compiled", f"{after.score:.1f}", str(after.lm_calls), str(after.input_tokens + after.output_tokens), f"{after.seconds:.1f}"),
+        ("compiling", "", str(compiled.lm_calls), str(compiled.tokens), f"{compiled.seconds:.1f}"),
+    ]
+    _table(f"{program.name} on {len(devset)} dev examples", ("", "score", "LM calls", "tokens", "seconds"), rows)
+    if config.artifact is not None and not args.dry_run:
+        print(f"wrote {config.artifact}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from lmdsl.evaluate import evaluate, load_examples
+    from lmdsl.compiler.decorator import CompileConfig
+
+    program = load_program(args.target)
+    if args.metric:
+        metric = _load(args.metric, object, "a metric", "names")
+    elif isinstance(program.compile_config, CompileConfig):
+        metric = program.compile_config.metric
+    else:
+        raise UsageFailure("give --metric FILE.py:NAME, or decorate the program with @lmdsl.optimize(metric=...)")
+    if not callable(metric):
+        raise UsageFailure(f"{args.metric} is not callable")
+    try:
+        devset = load_examples(Path(args.devset))
+    except OSError as error:
+        raise UsageFailure(f"cannot read {args.devset}: {error.strerror or error}") from None
+    except InputError as error:
+        raise UsageFailure(str(error)) from None
+    if not devset:
+        raise UsageFailure(f"{args.devset} holds no examples")
+    options = {"model": args.model} if args.model else {}
+    with using(**options):
+        result = evaluate(program, devset, metric, threads=args.threads, progress=None)
+    print(result.summary())
+    for output in args.output or ():
+        path = Path(output)
+        (result.to_csv if path.suffix == ".csv" else result.to_json)(path)
+        print(f"wrote {path}")
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from lmdsl.errors import ArtifactError
+
+    try:
+        data = read_params_file(Path(args.artifact))
+    except ArtifactError as error:
+        raise UsageFailure(str(error)) from None
+    extra = data.model_extra or {}
+    print(f"{data.program}: {len(data.functions)} fuzzy function(s)")
+    for key in ("model", "scores", "cost"):
+        if key in extra:
+            print(f"{key}: {json.dumps(extra[key])}")
+    program = load_program(args.program) if args.program else None
+    if program is not None:
+        program.load(Path(args.artifact))
+    for name, entry in data.functions.items():
+        print(f"\n== {name} (signature {entry.signature}, {len(entry.demos)} demo(s))")
+        if program is not None:
+            for message in program.functions[name].prompt_prefix:
+                print(f"[{message.role}]\n{message.content}")
+            continue
+        print(f"[instructions]\n{entry.instructions}")
+        for number, demo in enumerate(entry.demos, 1):
+            print(f"[demo {number}] inputs: {json.dumps(demo.inputs, ensure_ascii=False)}")
+            if demo.reasoning:
+                print(f"  reasoning: {demo.reasoning}")
+            print(f"  output: {json.dumps(demo.output, ensure_ascii=False)}")
+    return 0
+
+
+def _table(title: str, header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
+    """A rich table on a terminal, aligned plain text otherwise."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for number, column in enumerate(header):
+        table.add_column(column, justify="left" if number == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    Console(width=100).print(table)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmdsl", description="Typed functions that language models implement.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -103,6 +226,27 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-cache", action="store_true", help="do not read or write the completion cache")
     run.add_argument("--show-prompt", action="store_true", help="print the exact prompt and reply to stderr")
     run.set_defaults(handler=_run)
+
+    compile_ = commands.add_parser("compile", help="compile a program (@lmdsl.optimize) and write its artifact")
+    compile_.add_argument("target", help="FILE.py:PROGRAM")
+    compile_.add_argument("--model", help="a model string (default: the configured model)")
+    compile_.add_argument("--threads", type=int, default=4, help="parallel examples when evaluating")
+    compile_.add_argument("--dry-run", action="store_true", help="do not write the artifact")
+    compile_.set_defaults(handler=_compile)
+
+    eval_ = commands.add_parser("eval", help="score a program on a dev set")
+    eval_.add_argument("target", help="FILE.py:PROGRAM")
+    eval_.add_argument("--devset", required=True, help="a JSONL or CSV file of examples")
+    eval_.add_argument("--metric", help="FILE.py:NAME (default: the metric given to @lmdsl.optimize)")
+    eval_.add_argument("--model", help="a model string")
+    eval_.add_argument("--threads", type=int, default=4)
+    eval_.add_argument("--output", action="append", help="write the rows to a .json or .csv file (repeatable)")
+    eval_.set_defaults(handler=_eval)
+
+    inspect_ = commands.add_parser("inspect", help="show the instructions and demos in an artifact")
+    inspect_.add_argument("artifact", help="an artifact or parameter file")
+    inspect_.add_argument("--program", help="FILE.py:PROGRAM, to print the exact prompt prefixes")
+    inspect_.set_defaults(handler=_inspect)
     return parser
 
 

@@ -33,6 +33,7 @@ class Settings:
     cache_dir: Path | None = None
     temperature: float = 0.0
     max_tokens: int | None = None
+    rollout: int = 0
     model_override: ModelSpec | None = None
     _backends: dict[int | str, Backend] = field(default_factory=dict, repr=False, compare=False)
 
@@ -52,7 +53,7 @@ class Settings:
         return found
 
 
-_OPTIONS = frozenset({"model", "cache", "cache_dir", "temperature", "max_tokens"})
+_OPTIONS = frozenset({"model", "cache", "cache_dir", "temperature", "max_tokens", "rollout"})
 _default = Settings()
 _override: ContextVar[Settings | None] = ContextVar("lmdsl_settings", default=None)
 _history = History(size=100)
@@ -75,7 +76,8 @@ def _changed(base: Settings, changes: dict[str, Any]) -> Settings:
 
 
 def configure(**options: Any) -> None:
-    """Change the process-wide default: `model`, `cache`, `cache_dir`, `temperature`, `max_tokens`."""
+    """Change the process-wide default: `model`, `cache`, `cache_dir`, `temperature`, `max_tokens`,
+    `rollout` (a resample number: a different rollout is a different cache entry and seed)."""
     global _default
     _default = _changed(_default, options)
 

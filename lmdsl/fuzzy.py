@@ -143,6 +143,11 @@ class FuzzyFunction(Generic[P, R]):
         """`params` with each demo validated (and coerced) against the signature: `InputError` if one does not fit."""
         return Params(params.instructions, tuple(self._checked_demo(demo) for demo in params.demos))
 
+    @property
+    def prompt_prefix(self) -> tuple[Message, ...]:
+        """The exact messages before the input under the current parameters: instructions, demos."""
+        return self._prompt.prefix
+
     def reset_params(self) -> None:
         """Back to the docstring's instructions and no demonstrations."""
         self.params = Params(self.signature.instructions)
@@ -190,7 +195,6 @@ class FuzzyFunction(Generic[P, R]):
             plan = next((p for w in reversed(watchers) if (p := w.plan(self, inputs)) is not None), None)
             if plan is not None:
                 if plan.replay is not None:
-                    self._notify(watchers, plan.replay)
                     return plan.replay
                 feedback = plan.feedback + feedback
         config = settings()
@@ -200,10 +204,12 @@ class FuzzyFunction(Generic[P, R]):
         max_tokens = self.max_tokens or config.max_tokens
         try:
             if self._single_generation:  # predict, chain_of_thought: no strategy indirection on the hot path
-                request = prompt.request(inputs, temperature=temperature, max_tokens=max_tokens, feedback=feedback)
+                request = prompt.request(
+                    inputs, temperature=temperature, max_tokens=max_tokens, rollout=config.rollout, feedback=feedback
+                )
                 generation = self._generate(backend, request, inputs)
             else:
-                run = _CallRun(self, backend, prompt, inputs, temperature, max_tokens, feedback)
+                run = _CallRun(self, backend, prompt, inputs, temperature, max_tokens, feedback, config.rollout)
                 generation = self._checked(self.strategy.run(run), inputs)
         except OutputError as error:
             failed = CallRecord(
@@ -222,9 +228,6 @@ class FuzzyFunction(Generic[P, R]):
     def _record(self, record: CallRecord, watchers: tuple[CallObserver, ...]) -> None:
         history().add(record)
         self._usage.add(record)
-        self._notify(watchers, record)
-
-    def _notify(self, watchers: tuple[CallObserver, ...], record: CallRecord) -> None:
         for watcher in watchers:
             watcher.record(self, record)
 
@@ -295,7 +298,7 @@ class FuzzyFunction(Generic[P, R]):
 class _CallRun:
     """The `Run` a strategy gets for one call: the call loop, bound to this call's settings."""
 
-    __slots__ = ("_fn", "_backend", "_prompt", "inputs", "_temperature", "_max_tokens", "_feedback")
+    __slots__ = ("_fn", "_backend", "_prompt", "inputs", "_temperature", "_max_tokens", "_feedback", "_rollout")
 
     def __init__(
         self,
@@ -306,9 +309,11 @@ class _CallRun:
         temperature: float,
         max_tokens: int | None,
         feedback: tuple[Message, ...],
+        rollout: int,
     ) -> None:
         self._fn, self._backend, self._prompt, self.inputs = fn, backend, prompt, inputs
         self._temperature, self._max_tokens, self._feedback = temperature, max_tokens, feedback
+        self._rollout = rollout
 
     @property
     def function(self) -> str:
@@ -329,7 +334,7 @@ class _CallRun:
             self.inputs,
             temperature=self._temperature if temperature is None else temperature,
             max_tokens=self._max_tokens,
-            rollout=rollout,
+            rollout=self._rollout + rollout,
             feedback=self._feedback + feedback,
         )
         return self._fn._generate(self._backend, request, self.inputs)

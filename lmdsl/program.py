@@ -17,6 +17,7 @@ import functools
 import inspect
 import json
 import logging
+import threading
 import types
 import typing
 import warnings
@@ -24,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
@@ -57,6 +58,10 @@ class ProgramResult(Generic[R]):
     output: R
     trace: tuple[TraceStep, ...]
     backtracks: int
+
+
+class StaleArtifactWarning(UserWarning):
+    """A program's compiled artifact no longer matches its fuzzy functions; it runs uncompiled."""
 
 
 class _Backtrack(BaseException):
@@ -93,6 +98,7 @@ class _Run(CallObserver):
         if index < len(self._replay):
             step = self._replay[index]
             if step.function is function and step.record.error is None and dict(step.record.inputs) == dict(inputs):
+                self.steps.append(step)  # traced here: other observers saw this call the first time
                 return CallPlan(replay=step.record)
             self._replay = ()  # the run took another path: everything from here is fresh
         return None
@@ -148,6 +154,11 @@ class Program(Generic[P, R]):
         self.name = getattr(fn, "__qualname__", repr(fn))
         self.max_backtracks = max_backtracks
         self.python_signature = inspect.signature(fn)
+        self.artifact: Path | None = None
+        self._stale: Literal["warn", "raise"] = "warn"
+        self._artifact_checked = True
+        self._artifact_lock = threading.Lock()
+        self.compile_config: Any = None
 
     def __repr__(self) -> str:
         return f"<program {self._fn.__module__}.{self.name}>"
@@ -190,6 +201,30 @@ class Program(Generic[P, R]):
         does not match this program raises `ArtifactError` naming the function that differs."""
         apply_params(self.functions, read_params_file(Path(path)), source=str(path))
 
+    def use_artifact(self, path: str | Path, *, on_stale: Literal["warn", "raise"] = "warn") -> None:
+        """Load compiled parameters from `path` before the next run, if the file exists. A file
+        that no longer matches the program warns and runs uncompiled, or raises `ArtifactError`."""
+        self.artifact = Path(path)
+        self._stale = on_stale
+        self._artifact_checked = False
+
+    def _load_artifact(self) -> None:
+        with self._artifact_lock:
+            if self._artifact_checked or self.artifact is None:
+                return
+            self._artifact_checked = True
+            if not self.artifact.exists():
+                logging.getLogger("lmdsl").info("%s: no artifact at %s yet; running uncompiled", self.name, self.artifact)
+                return
+            try:
+                self.load(self.artifact)
+            except ArtifactError as error:
+                if self._stale == "raise":
+                    raise
+                message = f"{self.name} runs uncompiled: {error} (run `lmdsl compile` again)"
+                logging.getLogger("lmdsl").warning(message)
+                warnings.warn(message, StaleArtifactWarning, stacklevel=4)
+
     # -- running ------------------------------------------------------------------------------
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.run(*args, **kwargs).output
@@ -218,6 +253,8 @@ class Program(Generic[P, R]):
         return run_each(lambda item: self.invoke(item).output, items, threads=threads)
 
     def _execute(self, call: Callable[[], R]) -> ProgramResult[R]:
+        if not self._artifact_checked:
+            self._load_artifact()
         outer = _active.get()
         if outer is not None:  # nested: the outer program traces and backtracks
             return ProgramResult(call(), (), 0)

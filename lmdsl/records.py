@@ -149,7 +149,7 @@ class CallObserver:
         return None
 
     def record(self, function: Any, record: CallRecord) -> None:
-        """Told after each call (a replayed one too), in the calling thread or task."""
+        """Told after each call that ran (not a replayed one), in the calling thread or task."""
 
 
 _observers: ContextVar[tuple[CallObserver, ...]] = ContextVar("lmdsl_observers", default=())

@@ -1,0 +1,21 @@
+"""The compiler: optimizers that choose each fuzzy function's demos and instructions."""
+
+from lmdsl.compiler.artifact import write_artifact
+from lmdsl.compiler.base import Budget, BudgetExhausted, Candidate, Compiled, Optimizer
+from lmdsl.compiler.decorator import CompileConfig, compile_program, optimize
+from lmdsl.compiler.few_shot import BootstrapFewShot, LabeledFewShot, RandomSearch
+
+__all__ = [
+    "BootstrapFewShot",
+    "Budget",
+    "BudgetExhausted",
+    "Candidate",
+    "CompileConfig",
+    "Compiled",
+    "LabeledFewShot",
+    "Optimizer",
+    "RandomSearch",
+    "compile_program",
+    "optimize",
+    "write_artifact",
+]

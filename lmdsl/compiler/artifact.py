@@ -1,0 +1,50 @@
+"""Compiled artifacts: JSON files holding each fuzzy function's parameters and how they were chosen.
+
+An artifact is a parameter file (`Program.save`'s format) with more keys: the lmdsl
+version, the model, the scores, the cost and the optimizer's settings. Loading one
+runs no code; `Program.load` reads it like any parameter file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from lmdsl.compiler.base import Compiled
+from lmdsl.program import Program, dump_params
+
+
+def artifact_data(program: Program[..., Any], compiled: Compiled, *, model: str) -> dict[str, Any]:
+    saved = program.params
+    program.params = dict(compiled.params)
+    try:
+        data = dump_params(program.name, program.functions)
+    finally:
+        program.params = saved
+    data.update(
+        model=model,
+        scores={"uncompiled": compiled.baseline, "compiled": compiled.score},
+        cost={"lm_calls": compiled.lm_calls, "tokens": compiled.tokens, "seconds": round(compiled.seconds, 2)},
+        optimizer=json.loads(json.dumps(dict(compiled.settings), default=repr)),
+        candidates=[{"label": c.label, "score": c.score} for c in compiled.candidates],
+    )
+    return data
+
+
+def write_artifact(path: str | Path, program: Program[..., Any], compiled: Compiled, *, model: str) -> Path:
+    """Write atomically (a temporary file renamed into place), so a crash never leaves half a file."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(artifact_data(program, compiled, model=model), indent=2, ensure_ascii=False)
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return target

@@ -1,0 +1,125 @@
+"""What every optimizer shares: the result of compiling, the LM-call budget, labelled demos."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from lmdsl.errors import LMDSLError
+from lmdsl.fuzzy import FuzzyFunction
+from lmdsl.prompt import Demo, Params
+from lmdsl.records import CallObserver, CallRecord, observing
+
+if TYPE_CHECKING:
+    from lmdsl.evaluate import Example
+    from lmdsl.program import Program
+
+Metric = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One parameter set an optimizer tried, and its dev score (None if it was not scored)."""
+
+    label: str
+    params: Mapping[str, Params]
+    score: float | None
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """What compiling produced: the chosen parameters, their score, the baseline, the cost."""
+
+    params: Mapping[str, Params]
+    score: float | None
+    baseline: float | None
+    candidates: tuple[Candidate, ...]
+    lm_calls: int
+    tokens: int
+    seconds: float
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Optimizer(Protocol):
+    def compile(
+        self,
+        program: Program[..., Any],
+        trainset: Sequence[Example],
+        metric: Metric,
+        *,
+        devset: Sequence[Example] | None = None,
+    ) -> Compiled: ...
+
+
+class BudgetExhausted(LMDSLError):
+    """The optimizer's LM-call or token budget ran out; it stops and keeps the best so far."""
+
+
+class Budget(CallObserver):
+    """Counts the LM calls and tokens spent in its block (cached replies are free)."""
+
+    def __init__(self, max_lm_calls: int | None = None, max_tokens: int | None = None) -> None:
+        self.max_lm_calls = max_lm_calls
+        self.max_tokens = max_tokens
+        self.lm_calls = 0
+        self.tokens = 0
+        self._lock = threading.Lock()
+
+    def record(self, function: Any, record: CallRecord) -> None:
+        fresh = [a for a in record.attempts if not a.cached]
+        with self._lock:
+            self.lm_calls += len(fresh)
+            self.tokens += sum(a.usage.total_tokens for a in fresh)
+
+    @property
+    def exhausted(self) -> bool:
+        return (self.max_lm_calls is not None and self.lm_calls >= self.max_lm_calls) or (
+            self.max_tokens is not None and self.tokens >= self.max_tokens
+        )
+
+    def check(self) -> None:
+        """Raise `BudgetExhausted` once the budget is spent (call between units of work)."""
+        if self.exhausted:
+            raise BudgetExhausted(
+                f"budget spent: {self.lm_calls} LM calls (max {self.max_lm_calls}), "
+                f"{self.tokens} tokens (max {self.max_tokens})"
+            )
+
+    @contextmanager
+    def counting(self) -> Iterator[Budget]:
+        with observing(self):
+            yield self
+
+
+def labelled_demo(fn: FuzzyFunction[..., Any], example: Example, label_fields: Sequence[str]) -> Demo | None:
+    """A demo for `fn` straight from a labelled example, when the example has every input of
+    `fn` and a label for its output: a field named like the output's key (the function's
+    name), the output model's fields, or else (pass `label_fields` only for a program of
+    one fuzzy function) the example's only label. None when it has not, or it does not fit."""
+    fields = example.fields
+    if any(name not in fields for name in fn.signature.input_names):
+        return None
+    spec = fn.signature.output
+    if spec.key is not None and spec.key in fields:
+        output: Any = fields[spec.key]
+    elif spec.key is None and isinstance(spec.schema.get("required"), list) and all(
+        name in fields for name in spec.schema["required"]
+    ):
+        output = {name: fields[name] for name in spec.schema.get("properties", {}) if name in fields}
+    elif len(label_fields) == 1:
+        output = fields[label_fields[0]]
+    else:
+        return None
+    demo = Demo({name: fields[name] for name in fn.signature.input_names}, output)
+    try:
+        checked = fn.check_params(Params("", (demo,)))
+    except LMDSLError:
+        return None
+    return checked.demos[0]
+
+
+def with_demos(fn: FuzzyFunction[..., Any], demos: Sequence[Demo], instructions: str | None = None) -> Params:
+    return Params(instructions if instructions is not None else fn.params.instructions, tuple(demos))

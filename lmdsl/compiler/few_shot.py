@@ -1,0 +1,224 @@
+"""Demonstration optimizers: labelled demos, bootstrapped demos, and a random search over both.
+
+Bootstrapping runs the program on training examples and keeps the whole trace of
+every run the metric accepts (rejection sampling), so every fuzzy function in the
+program, intermediate steps included, gets demos of its own inputs and outputs.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from lmdsl.config import using
+from lmdsl.errors import LMDSLError
+from lmdsl.compiler.base import Budget, BudgetExhausted, Candidate, Compiled, Metric, labelled_demo, with_demos
+from lmdsl.prompt import Demo, Params
+
+if TYPE_CHECKING:
+    from lmdsl.evaluate import Example
+    from lmdsl.program import Program
+
+
+def metric_passes(metric: Metric, example: Example, prediction: Any, trace: Any, threshold: float | None) -> bool:
+    """Whether a run counts as a success: a metric value of 1 (or True), or at least `threshold`."""
+    from lmdsl.evaluate import metric_score, metric_takes_trace
+
+    value = metric(example, prediction, trace) if metric_takes_trace(metric) else metric(example, prediction)
+    score = metric_score(value)
+    return score >= 1.0 if threshold is None else score >= threshold
+
+
+def labelled_params(program: Program[..., Any], examples: Sequence[Example], k: int, rng: random.Random | None) -> dict[str, Params]:
+    """Up to `k` labelled demos per fuzzy function (a random sample when `rng` is given). In a
+    program of several fuzzy functions, a label counts for the function it is named after."""
+    pool = list(examples)
+    if rng is not None:
+        rng.shuffle(pool)
+    params: dict[str, Params] = {}
+    single = len(program.functions) == 1  # then the program's only label is that function's output
+    for name, fn in program.functions.items():
+        demos: list[Demo] = []
+        for example in pool:
+            if len(demos) >= k:
+                break
+            demo = labelled_demo(fn, example, list(example.labels_for(program)) if single else [])
+            if demo is not None:
+                demos.append(demo)
+        params[name] = with_demos(fn, demos)
+    return params
+
+
+@dataclass(frozen=True)
+class LabeledFewShot:
+    """`k` demos per fuzzy function straight from the training set (no LM calls)."""
+
+    k: int = 4
+    seed: int | None = 0
+
+    def compile(
+        self, program: Program[..., Any], trainset: Sequence[Example], metric: Metric, *, devset: Sequence[Example] | None = None
+    ) -> Compiled:
+        started = time.perf_counter()
+        params = labelled_params(program, trainset, self.k, random.Random(self.seed) if self.seed is not None else None)
+        return Compiled(params, None, None, (Candidate("labelled", params, None),), 0, 0,
+                        time.perf_counter() - started, {"optimizer": "LabeledFewShot", **asdict(self)})
+
+
+@dataclass(frozen=True)
+class BootstrapFewShot:
+    """Demos from successful runs of the program on training examples.
+
+    Walks the training set until `max_demos` runs pass the metric (trying each example
+    `rounds` times; rounds after the first resample at temperature 1.0 with a new
+    rollout), then gives every fuzzy function those runs' steps as demos, topped up
+    with labelled examples not bootstrapped, up to `max_labeled` demos in all.
+    """
+
+    max_demos: int = 4
+    max_labeled: int = 4
+    rounds: int = 1
+    threshold: float | None = None
+    max_lm_calls: int | None = None
+    seed: int = 0
+
+    def compile(
+        self, program: Program[..., Any], trainset: Sequence[Example], metric: Metric, *, devset: Sequence[Example] | None = None
+    ) -> Compiled:
+        started = time.perf_counter()
+        budget = Budget(self.max_lm_calls)
+        with budget.counting():
+            params = self.bootstrap(program, trainset, metric, budget=budget)
+        return Compiled(params, None, None, (Candidate("bootstrapped", params, None),), budget.lm_calls,
+                        budget.tokens, time.perf_counter() - started, {"optimizer": "BootstrapFewShot", **asdict(self)})
+
+    def bootstrap(
+        self,
+        program: Program[..., Any],
+        trainset: Sequence[Example],
+        metric: Metric,
+        *,
+        budget: Budget,
+        shuffle: random.Random | None = None,
+        max_demos: int | None = None,
+    ) -> dict[str, Params]:
+        """The demo set; leaves the program's parameters as it found them."""
+        wanted = self.max_demos if max_demos is None else max_demos
+        functions = program.functions
+        original = program.params
+        order = list(range(len(trainset)))
+        if shuffle is not None:
+            shuffle.shuffle(order)
+        teacher = labelled_params(program, trainset, self.max_labeled, None)
+        traced: dict[str, list[Demo]] = {name: [] for name in functions}
+        used: set[int] = set()
+        try:
+            for index in order:
+                if len(used) >= wanted or budget.exhausted:
+                    break
+                example = trainset[index]
+                inputs = example.inputs_for(program)
+                program.params = {  # the example's own labelled demo would give its answer away
+                    name: Params(p.instructions, tuple(d for d in p.demos if not _from_inputs(d, inputs)))
+                    for name, p in teacher.items()
+                }
+                for round_number in range(self.rounds):
+                    sampling = {"temperature": 1.0, "rollout": round_number} if round_number else {}
+                    try:
+                        with using(**sampling):
+                            result = program.invoke(inputs)
+                        if not metric_passes(metric, example, result.output, result.trace, self.threshold):
+                            continue
+                    except LMDSLError:
+                        continue
+                    by_function = {id(fn): name for name, fn in functions.items()}
+                    for step in result.trace:
+                        name = by_function.get(id(step.function))
+                        if name is not None and step.record.error is None:
+                            traced[name].append(Demo(step.record.inputs, step.record.output, step.record.reasoning))
+                    used.add(index)
+                    break
+        finally:
+            program.params = original
+        rest = [trainset[i] for i in sorted(set(range(len(trainset))) - used)]
+        topped = labelled_params(program, rest, self.max_labeled, random.Random(self.seed))
+        params: dict[str, Params] = {}
+        for name, fn in functions.items():
+            demos = traced[name][:wanted]
+            extra = list(topped[name].demos)[: max(0, self.max_labeled - len(demos))]
+            params[name] = with_demos(fn, [*demos, *extra])
+        return params
+
+
+def _from_inputs(demo: Demo, inputs: Mapping[str, Any]) -> bool:
+    """Whether `demo` was made from an example with these inputs."""
+    return all(name in inputs and inputs[name] == value for name, value in demo.inputs.items())
+
+
+@dataclass(frozen=True)
+class RandomSearch:
+    """Several demo sets, each scored on the dev set; the best wins.
+
+    The candidates: zero-shot, labelled demos only, demos bootstrapped in training
+    order, then `candidates - 3` bootstraps over shuffled training sets with a random
+    number of demos in [1, max_demos]. Stops early when `max_lm_calls` is spent.
+    """
+
+    candidates: int = 8
+    max_demos: int = 4
+    max_labeled: int = 4
+    rounds: int = 1
+    threshold: float | None = None
+    max_lm_calls: int | None = None
+    threads: int = 4
+    seed: int = 0
+
+    def compile(
+        self, program: Program[..., Any], trainset: Sequence[Example], metric: Metric, *, devset: Sequence[Example] | None = None
+    ) -> Compiled:
+        from lmdsl.evaluate import evaluate
+
+        started = time.perf_counter()
+        dev = list(devset if devset is not None else trainset)
+        budget = Budget(self.max_lm_calls)
+        rng = random.Random(self.seed)
+        bootstrapper = BootstrapFewShot(self.max_demos, self.max_labeled, self.rounds, self.threshold, None, self.seed)
+        original = program.params
+        tried: list[Candidate] = []
+        best: Candidate | None = None
+        baseline: float | None = None
+        with budget.counting():
+            try:
+                for number in range(max(self.candidates, 1)):
+                    budget.check()
+                    if number == 0:
+                        label, params = "zero-shot", original
+                    elif number == 1:
+                        label, params = "labelled", labelled_params(program, trainset, self.max_labeled, random.Random(self.seed))
+                    elif number == 2:
+                        label, params = "bootstrapped", bootstrapper.bootstrap(program, trainset, metric, budget=budget)
+                    else:
+                        size = rng.randint(1, self.max_demos)
+                        label = f"bootstrapped, shuffled #{number - 2}, {size} demos"
+                        params = bootstrapper.bootstrap(
+                            program, trainset, metric, budget=budget, shuffle=random.Random(rng.random()), max_demos=size
+                        )
+                    program.params = params
+                    try:
+                        score = evaluate(program, dev, metric, threads=self.threads, progress=False).score
+                    finally:
+                        program.params = original
+                    candidate = Candidate(label, params, score)
+                    tried.append(candidate)
+                    if number == 0:
+                        baseline = score
+                    if best is None or (best.score is not None and score > best.score):
+                        best = candidate
+            except BudgetExhausted:
+                pass
+        chosen = best or Candidate("zero-shot", original, None)
+        return Compiled(chosen.params, chosen.score, baseline, tuple(tried), budget.lm_calls, budget.tokens,
+                        time.perf_counter() - started, {"optimizer": "RandomSearch", **asdict(self)})

@@ -1,0 +1,88 @@
+"""`lmdsl compile`, `lmdsl eval` and `lmdsl inspect` on a scripted program."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from lmdsl.cli import main
+
+PROGRAM = textwrap.dedent(
+    '''
+    # mypy: disable-error-code="empty-body"
+    from typing import Literal
+    import lmdsl
+    from lmdsl.evaluate import Example
+    from lmdsl.compiler import RandomSearch
+
+    def respond(request):
+        text = request.messages[request.prefix_length].content.split(": ", 1)[1]
+        demos = sum(1 for m in request.messages[: request.prefix_length] if m.role == "assistant")
+        if demos < 2:
+            return {"sentiment": "positive"}
+        return {"sentiment": "negative" if "bad" in text else "positive"}
+
+    @lmdsl.fuzzy(model=lmdsl.ScriptedModel(respond))
+    def sentiment(text: str) -> Literal["positive", "negative"]:
+        """Classify the sentiment."""
+
+    def exact(example, prediction):
+        return prediction == example.label
+
+    TRAIN = [Example(text=t, label=l) for t, l in [("good", "positive"), ("bad", "negative"), ("nice", "positive"), ("so bad", "negative")]]
+
+    @lmdsl.optimize(trainset=TRAIN, metric=exact, optimizer=RandomSearch(candidates=3), artifact=ARTIFACT)
+    @lmdsl.program
+    def classify(text: str) -> str:
+        return sentiment(text)
+    '''
+)
+
+
+@pytest.fixture
+def program_file(tmp_path: Path) -> Path:
+    path = tmp_path / "app.py"
+    path.write_text(PROGRAM.replace("ARTIFACT", repr(str(tmp_path / "classify.lmdsl.json"))))
+    return path
+
+
+def test_compile_prints_before_and_after_and_writes_the_artifact(program_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compile", f"{program_file}:classify"]) == 0
+    out = capsys.readouterr().out
+    assert "uncompiled" in out and "compiled" in out and "50.0" in out and "100.0" in out
+    artifact = program_file.parent / "classify.lmdsl.json"
+    data = json.loads(artifact.read_text())
+    assert data["scores"]["compiled"] == 100.0 and data["program"] == "classify"
+
+    assert main(["inspect", str(artifact)]) == 0
+    shown = capsys.readouterr().out
+    assert "== sentiment" in shown and '"text": "good"' in shown
+
+    assert main(["inspect", str(artifact), "--program", f"{program_file}:classify"]) == 0
+    assert "[system]\nClassify the sentiment." in capsys.readouterr().out
+
+
+def test_eval_scores_a_devset_file_and_writes_rows(program_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    devset = tmp_path / "dev.jsonl"
+    devset.write_text('{"text": "good", "label": "positive"}\n{"text": "bad", "label": "negative"}\n')
+    rows = tmp_path / "rows.csv"
+    assert main(["eval", f"{program_file}:classify", "--devset", str(devset), "--output", str(rows)]) == 0
+    assert "50.0" in capsys.readouterr().out
+    assert rows.read_text().count("\n") >= 3
+
+
+def test_inspect_of_a_broken_file_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"format": "lmdsl-params/1", "progr')
+    assert main(["inspect", str(broken)]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_compile_of_a_program_without_optimize_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "plain.py"
+    path.write_text("import lmdsl\n@lmdsl.program\ndef p(x: str) -> str:\n    return x\n")
+    assert main(["compile", f"{path}:p"]) == 2
+    assert "@lmdsl.optimize" in capsys.readouterr().err

@@ -1,0 +1,173 @@
+"""Optimizers, artifacts and @optimize on a scripted model that gets better with demos."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+
+import lmdsl
+from lmdsl.evaluate import Example
+from lmdsl.lm.types import Request
+from lmdsl.compiler import BootstrapFewShot, LabeledFewShot, RandomSearch, compile_program, optimize
+from lmdsl.compiler.artifact import write_artifact
+from lmdsl.program import StaleArtifactWarning
+
+WORDS = {"great": "positive", "loved": "positive", "fine": "positive", "awful": "negative", "boring": "negative", "hated": "negative"}
+
+
+@lmdsl.fuzzy
+def clean(text: str) -> str:
+    """Lower-case the text and drop punctuation."""
+
+
+@lmdsl.fuzzy
+def sentiment(text: str) -> Literal["positive", "negative"]:
+    """Classify the sentiment."""
+
+
+@lmdsl.program
+def classify(text: str) -> str:
+    return sentiment(clean(text))
+
+
+def demo_count(request: Request) -> int:
+    return sum(1 for m in request.messages[: request.prefix_length] if m.role == "assistant")
+
+
+def respond(request: Request) -> dict[str, Any]:
+    """A model that cleans text perfectly, and classifies well only once it has seen 2+ demos."""
+    text = request.messages[request.prefix_length].content.split(": ", 1)[1]
+    if '"clean"' in (request.json_schema or ""):
+        return {"clean": "".join(c for c in text.lower() if c.isalpha() or c == " ")}
+    if demo_count(request) < 2:
+        return {"sentiment": "positive"}
+    label = next((v for k, v in WORDS.items() if k in text), "positive")
+    return {"sentiment": label}
+
+
+def examples(*pairs: tuple[str, str]) -> list[Example]:
+    return [Example(text=text, label=label) for text, label in pairs]
+
+
+TRAIN = examples(("Great film!", "positive"), ("Awful plot.", "negative"), ("Loved it.", "positive"),
+                 ("So boring...", "negative"), ("Fine acting.", "positive"), ("Hated it!", "negative"))
+DEV = examples(("GREAT!", "positive"), ("awful", "negative"), ("boring, boring", "negative"),
+               ("loved the music", "positive"), ("hated the end", "negative"), ("fine", "positive"))
+
+
+def exact(example: Example, prediction: str) -> bool:
+    return bool(prediction == example.label)
+
+
+@pytest.fixture(autouse=True)
+def _model() -> Any:
+    with lmdsl.using(model=lmdsl.ScriptedModel(respond)):
+        yield
+    for fn in (clean, sentiment):
+        fn.reset_params()
+
+
+def test_labelled_few_shot_takes_demos_from_the_training_set() -> None:
+    named = [example.with_fields(sentiment=example.label) for example in TRAIN]
+    compiled = LabeledFewShot(k=3, seed=None).compile(classify, named, exact)
+    demos = compiled.params["sentiment"].demos
+    assert [(d.inputs["text"], d.output) for d in demos] == [("Great film!", "positive"), ("Awful plot.", "negative"), ("Loved it.", "positive")]
+    assert compiled.params["clean"].demos == ()  # no label named for clean's output
+    assert compiled.lm_calls == 0
+
+
+def test_in_a_one_function_program_the_only_label_is_its_output() -> None:
+    @lmdsl.program
+    def direct(text: str) -> str:
+        return sentiment(text)
+
+    compiled = LabeledFewShot(k=2, seed=None).compile(direct, TRAIN, exact)
+    assert [d.output for d in compiled.params["sentiment"].demos] == ["positive", "negative"]
+
+
+def test_bootstrap_gives_every_step_demos_from_successful_traces() -> None:
+    compiled = BootstrapFewShot(max_demos=2, max_labeled=3).compile(classify, TRAIN, exact)
+    clean_demos = compiled.params["clean"].demos
+    sentiment_demos = compiled.params["sentiment"].demos
+    assert len(clean_demos) == 2 and clean_demos[0].output == "great film"
+    assert sentiment_demos[0].inputs == {"text": "great film"}  # an intermediate step's real input
+    # "Awful plot." failed the metric (zero-shot, the model says positive), so it gave no demo
+    assert [d.inputs["text"] for d in sentiment_demos] == ["great film", "loved it"]
+    assert compiled.lm_calls > 0
+    assert sentiment.params.demos == ()  # the program's parameters are left as they were
+
+
+def test_bootstrap_tops_up_with_labelled_demos_and_uses_them_as_teacher() -> None:
+    named = [example.with_fields(sentiment=example.label) for example in TRAIN]
+    compiled = BootstrapFewShot(max_demos=2, max_labeled=3).compile(classify, named, exact)
+    demos = compiled.params["sentiment"].demos
+    # with labelled demos in the teacher's prompt the model is right, so the first two pass
+    assert [d.inputs["text"] for d in demos[:2]] == ["great film", "awful plot"]
+    assert len(demos) == 3 and demos[2].inputs["text"] not in ("Great film!", "Awful plot.")
+
+
+def test_random_search_is_deterministic_and_beats_zero_shot() -> None:
+    first = RandomSearch(candidates=5, max_demos=3, seed=7, threads=2).compile(classify, TRAIN, exact, devset=DEV)
+    second = RandomSearch(candidates=5, max_demos=3, seed=7, threads=2).compile(classify, TRAIN, exact, devset=DEV)
+    assert first.baseline == pytest.approx(50.0)
+    assert first.score == pytest.approx(100.0)
+    assert [c.score for c in first.candidates] == [c.score for c in second.candidates]
+    assert first.params == second.params
+    assert len(first.candidates) == 5 and first.candidates[0].label == "zero-shot"
+
+
+def test_random_search_stops_at_its_budget() -> None:
+    compiled = RandomSearch(candidates=8, max_lm_calls=20, threads=1).compile(classify, TRAIN, exact, devset=DEV)
+    assert len(compiled.candidates) < 8
+    assert compiled.lm_calls <= 20 + 2 * len(DEV)  # stops at the first check past the budget
+
+
+@optimize(trainset=TRAIN, devset=DEV, metric=exact, optimizer=RandomSearch(candidates=4, seed=1))
+@lmdsl.program
+def decorated(text: str) -> str:
+    return sentiment(clean(text))
+
+
+def test_compile_writes_an_artifact_that_the_program_loads(tmp_path: Path) -> None:
+    path = tmp_path / "decorated.lmdsl.json"
+    compiled = compile_program(decorated, write=False)
+    write_artifact(path, decorated, compiled, model="scripted")
+    data = json.loads(path.read_text())
+    assert data["format"] == "lmdsl-params/1" and data["model"] == "scripted"
+    assert data["scores"] == {"uncompiled": pytest.approx(50.0), "compiled": pytest.approx(100.0)}
+    assert data["optimizer"]["optimizer"] == "RandomSearch" and data["optimizer"]["seed"] == 1
+    assert len(data["functions"]["sentiment"]["demos"]) >= 2
+    decorated.use_artifact(path)
+    assert decorated("awful") == "negative"  # loaded before the first run: compiled behaviour
+    assert len(sentiment.params.demos) >= 2
+
+
+def test_a_stale_artifact_warns_and_runs_uncompiled(tmp_path: Path) -> None:
+    path = tmp_path / "a.json"
+    compiled = compile_program(decorated, write=False)
+    write_artifact(path, decorated, compiled, model="scripted")
+    data = json.loads(path.read_text())
+    data["functions"]["sentiment"]["signature"] = "f" * 16
+    path.write_text(json.dumps(data))
+    decorated.use_artifact(path)
+    with pytest.warns(StaleArtifactWarning, match="'sentiment' changed since the file was written"):
+        assert decorated("awful") == "positive"  # uncompiled
+    decorated.use_artifact(path, on_stale="raise")
+    with pytest.raises(lmdsl.ArtifactError, match="changed since"):
+        decorated("awful")
+
+
+def test_a_missing_artifact_runs_uncompiled_silently(tmp_path: Path) -> None:
+    decorated.use_artifact(tmp_path / "missing.json")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert decorated("awful") == "positive"
+
+
+def test_optimize_must_decorate_a_program() -> None:
+    with pytest.raises(TypeError, match="put it above @lmdsl.program"):
+        optimize(trainset=TRAIN, metric=exact)(sentiment)  # type: ignore[arg-type]
