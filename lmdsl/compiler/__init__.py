@@ -4,6 +4,7 @@ from lmdsl.compiler.artifact import write_artifact
 from lmdsl.compiler.base import Budget, BudgetExhausted, Candidate, Compiled, Optimizer
 from lmdsl.compiler.decorator import CompileConfig, compile_program, optimize
 from lmdsl.compiler.few_shot import BootstrapFewShot, LabeledFewShot, RandomSearch
+from lmdsl.compiler.mipro import MIPRO
 
 __all__ = [
     "BootstrapFewShot",
@@ -13,6 +14,7 @@ __all__ = [
     "CompileConfig",
     "Compiled",
     "LabeledFewShot",
+    "MIPRO",
     "Optimizer",
     "RandomSearch",
     "compile_program",

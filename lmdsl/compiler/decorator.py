@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +60,12 @@ def compile_program(program: Program[..., Any], *, write: bool = True) -> Compil
     config = program.compile_config
     if not isinstance(config, CompileConfig):
         raise TypeError(f"{program.name} has no compile configuration: decorate it with @lmdsl.optimize(...)")
-    compiled = config.optimizer.compile(program, config.trainset, config.metric, devset=config.devset)
+    optimizer = config.optimizer
+    if config.artifact is not None and getattr(optimizer, "storage", "unset") is None and dataclasses.is_dataclass(optimizer):
+        # a resumable optimizer keeps its study beside the artifact unless told otherwise
+        storage = f"sqlite:///{config.artifact.with_name(config.artifact.name + '.optuna.sqlite3').resolve()}"
+        optimizer = dataclasses.replace(optimizer, storage=storage, study_name=getattr(optimizer, "study_name", None) or program.name)
+    compiled = optimizer.compile(program, config.trainset, config.metric, devset=config.devset)
     if write and config.artifact is not None:
         model = settings().model_for(None)
         write_artifact(config.artifact, program, compiled, model=model if isinstance(model, str) else model.name)

@@ -171,3 +171,59 @@ def test_a_missing_artifact_runs_uncompiled_silently(tmp_path: Path) -> None:
 def test_optimize_must_decorate_a_program() -> None:
     with pytest.raises(TypeError, match="put it above @lmdsl.program"):
         optimize(trainset=TRAIN, metric=exact)(sentiment)  # type: ignore[arg-type]
+
+
+def respond_with_proposals(request: Request) -> dict[str, Any]:
+    schema = request.json_schema or ""
+    if '"summarize_data"' in schema:
+        return {"summarize_data": "Short reviews labelled positive or negative."}
+    if '"instruction"' in schema:
+        return {"instruction": f"Label the review's sentiment (proposal {request.rollout})."}
+    return respond(request)
+
+
+def test_mipro_searches_instructions_and_demos_deterministically() -> None:
+    from lmdsl.compiler import MIPRO
+
+    with lmdsl.using(model=lmdsl.ScriptedModel(respond_with_proposals)):
+        first = MIPRO(trials=6, minibatch_size=4, full_eval_every=3, instructions=3, demo_sets=4, seed=3, threads=2).compile(
+            classify, TRAIN, exact, devset=DEV
+        )
+        second = MIPRO(trials=6, minibatch_size=4, full_eval_every=3, instructions=3, demo_sets=4, seed=3, threads=2).compile(
+            classify, TRAIN, exact, devset=DEV
+        )
+    assert first.baseline == pytest.approx(50.0)
+    assert first.score == pytest.approx(100.0)
+    assert len(first.params["sentiment"].demos) >= 2
+    assert first.params == second.params and first.score == second.score
+    assert first.settings["optimizer"] == "MIPRO"
+
+
+def test_mipro_resumes_a_study_from_its_storage(tmp_path: Path) -> None:
+    import optuna
+
+    from lmdsl.compiler import MIPRO
+
+    storage = f"sqlite:///{tmp_path / 'study.sqlite3'}"
+    options: dict[str, Any] = dict(minibatch_size=3, full_eval_every=2, instructions=2, demo_sets=3, seed=5, storage=storage, study_name="s")
+    with lmdsl.using(model=lmdsl.ScriptedModel(respond_with_proposals)):
+        MIPRO(trials=3, **options).compile(classify, TRAIN, exact, devset=DEV)
+        assert len(optuna.load_study(study_name="s", storage=storage).trials) == 3
+        resumed = MIPRO(trials=5, **options).compile(classify, TRAIN, exact, devset=DEV)
+    study = optuna.load_study(study_name="s", storage=storage)
+    assert len(study.trials) == 5  # two more, not five more
+    assert any(key.startswith("full:") for key in study.user_attrs)
+    assert resumed.score is not None
+
+
+def test_compile_program_keeps_a_resumable_study_beside_the_artifact(tmp_path: Path) -> None:
+    from lmdsl.compiler import MIPRO
+
+    @optimize(trainset=TRAIN, devset=DEV, metric=exact, artifact=tmp_path / "p.json",
+              optimizer=MIPRO(trials=2, instructions=1, demo_sets=3, minibatch_size=6))
+    @lmdsl.program
+    def resumable(text: str) -> str:
+        return sentiment(clean(text))
+
+    compile_program(resumable)
+    assert (tmp_path / "p.json").exists() and (tmp_path / "p.json.optuna.sqlite3").exists()
