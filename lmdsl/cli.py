@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -117,6 +118,7 @@ def _compile(args: argparse.Namespace) -> int:
     config = program.compile_config
     if not isinstance(config, CompileConfig):
         raise UsageFailure(f"{args.target} has no compile configuration: decorate it with @lmdsl.optimize(...)")
+    _show_compiler_progress()
     devset = list(config.devset if config.devset is not None else config.trainset)
     if not devset:
         raise UsageFailure(f"{args.target}: the compile configuration has no examples to score")
@@ -139,6 +141,17 @@ def _compile(args: argparse.Namespace) -> int:
     if config.artifact is not None and not args.dry_run:
         print(f"wrote {config.artifact}")
     return 0
+
+
+def _show_compiler_progress() -> None:
+    """The optimizers log each candidate or trial; show those lines on stderr (once per process)."""
+    compiler_log = logging.getLogger("lmdsl.compiler")
+    if not any(getattr(h, "lmdsl_cli", False) for h in compiler_log.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("compile: %(message)s"))
+        handler.lmdsl_cli = True  # type: ignore[attr-defined]
+        compiler_log.addHandler(handler)
+    compiler_log.setLevel(logging.INFO)
 
 
 def _eval(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ program, intermediate steps included, gets demos of its own inputs and outputs.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Mapping, Sequence
@@ -21,6 +22,8 @@ from lmdsl.prompt import Demo, Params
 if TYPE_CHECKING:
     from lmdsl.evaluate import Example
     from lmdsl.program import Program
+
+log = logging.getLogger("lmdsl.compiler")
 
 
 def metric_passes(metric: Metric, example: Example, prediction: Any, trace: Any, threshold: float | None) -> bool:
@@ -213,6 +216,7 @@ class RandomSearch:
                         program.params = original
                     candidate = Candidate(label, params, score)
                     tried.append(candidate)
+                    log.info("candidate %d/%d (%s): %.1f, %d LM calls so far", number + 1, self.candidates, label, score, budget.lm_calls)
                     if number == 0:
                         baseline = score
                     if best is None or (best.score is not None and score > best.score):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import logging
 import random
 import time
 from collections import defaultdict
@@ -50,6 +51,7 @@ TIPS = {
     "persona": 'Give the model a persona suited to the task (for example "You are a ...").',
 }
 MAX_SOURCE_CHARS = 4000
+log = logging.getLogger("lmdsl.compiler")
 
 
 class ProposedInstruction(BaseModel):
@@ -128,7 +130,9 @@ class MIPRO:
 
         with budget.counting():
             demo_sets = self._demo_sets(program, trainset, metric, budget, rng)
+            log.info("%d demo sets per function, %d LM calls so far", len(demo_sets), budget.lm_calls)
             instructions = self._instructions(program, trainset, demo_sets, rng)
+            log.info("instruction candidates: %s", {name: len(texts) for name, texts in instructions.items()})
             baseline_choice = {name: (0, 0) for name in names}
             baseline = score(baseline_choice, dev)
             full[_key(baseline_choice)] = baseline
@@ -154,7 +158,9 @@ class MIPRO:
                         for name in names
                     }
                     batch = dev if len(dev) <= self.minibatch_size else random.Random(self.seed * 7919 + number).sample(dev, self.minibatch_size)
-                    study.tell(trial, score(choice, batch))
+                    value = score(choice, batch)
+                    study.tell(trial, value)
+                    log.info("trial %d/%d: %.1f on %d examples, %d LM calls so far", number + 1, self.trials, value, len(batch), budget.lm_calls)
                     if (number + 1) % self.full_eval_every == 0 or number + 1 == self.trials:
                         self._full_evaluation(study, full, score, dev)
             except BudgetExhausted:
@@ -185,6 +191,7 @@ class MIPRO:
         _, key = max(pending)
         full[key] = score(json.loads(key), dev)
         study.set_user_attr(f"full:{key}", full[key])
+        log.info("full evaluation of the best combination so far: %.1f", full[key])
 
     def _params(
         self, choice: Mapping[str, Sequence[int]], instructions: Mapping[str, list[str]], demo_sets: list[dict[str, tuple[Demo, ...]]]
