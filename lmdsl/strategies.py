@@ -117,23 +117,30 @@ def _score(value: Any) -> tuple[float, str]:
 
 
 @dataclass(frozen=True)
-class BestOf(Strategy):
-    """Sample `n` outputs (distinct rollouts at `temperature`) and keep the one the reward
-    likes best; stop early once a sample reaches `threshold`."""
+class _Rewarded(Strategy):
+    """A sampling strategy guided by a reward written like an `ensure` check."""
 
     n: int = 3
     reward: Callable[..., Any] | None = None
-    threshold: float | None = None
     temperature: float = 0.7
 
     def __post_init__(self) -> None:
-        _check_samples("best_of", self.n, self.temperature)
+        label = "best_of" if isinstance(self, BestOf) else "refine"
+        _check_samples(label, self.n, self.temperature)
         if self.reward is None:
-            raise SignatureError("best_of needs reward=, a function (output, *, <inputs by name>) -> float")
+            raise SignatureError(f"{label} needs reward=, a function (output, *, <inputs by name>) -> float")
 
     def prepare(self, signature: Signature) -> Scorer:
         assert self.reward is not None
         return signature.bind_check(self.reward, "reward")
+
+
+@dataclass(frozen=True)
+class BestOf(_Rewarded):
+    """Sample `n` outputs (distinct rollouts at `temperature`) and keep the one the reward
+    likes best; stop early once a sample reaches `threshold`."""
+
+    threshold: float | None = None
 
     def run(self, run: Run) -> Generation:
         attempts: list[Attempt] = []
@@ -158,24 +165,12 @@ class BestOf(Strategy):
 
 
 @dataclass(frozen=True)
-class Refine(Strategy):
+class Refine(_Rewarded):
     """Generate, score, and while the reward is below `threshold`, show the model its answer,
     the score and the reward's feedback (a reward may return `(score, "advice")`) and try
     again, up to `n` times. The best-scoring answer wins."""
 
-    n: int = 3
-    reward: Callable[..., Any] | None = None
     threshold: float = 1.0
-    temperature: float = 0.7
-
-    def __post_init__(self) -> None:
-        _check_samples("refine", self.n, self.temperature)
-        if self.reward is None:
-            raise SignatureError("refine needs reward=, a function (output, *, <inputs by name>) -> float")
-
-    def prepare(self, signature: Signature) -> Scorer:
-        assert self.reward is not None
-        return signature.bind_check(self.reward, "reward")
 
     def run(self, run: Run) -> Generation:
         attempts: list[Attempt] = []
