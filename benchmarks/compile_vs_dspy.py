@@ -52,11 +52,12 @@ Run (from the project root, with the project venv; DSPy's step re-runs this file
 Each row is written as soon as it is measured, to `benchmarks/results/compile_vs_dspy.json`
 (every configuration run is kept, keyed by its settings) and
 `benchmarks/results/compile_vs_dspy.md` (one table per configuration). The server's log
-goes to `benchmarks/results/llama_server.log`.
+goes to `$TMPDIR/lmdsl-compile-vs-dspy-server.log` (`--server-log PATH`).
 
-Wall times are only comparable within one run on a quiet machine: both sides use
-llama.cpp with min(CPUs, 8) threads by default, which is very slow when other processes
-compete for the cores.
+Wall times are only comparable within one run on a quiet machine. Both sides use the same
+number of llama.cpp threads (`--llama-threads`, default min(CPUs, 8), lmdsl's own choice);
+when other processes keep the cores busy, several threads spin against each other and a
+call takes seconds instead of a fraction of one, so pass `--llama-threads 1` there.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ DATA = ROOT.parent / "shared" / "data" / "sst2"
 RESULTS = ROOT / "benchmarks" / "results"
 JSON_PATH = RESULTS / "compile_vs_dspy.json"
 MD_PATH = RESULTS / "compile_vs_dspy.md"
-SERVER_LOG = RESULTS / "llama_server.log"
+SERVER_LOG = Path(tempfile.gettempdir()) / "lmdsl-compile-vs-dspy-server.log"
 BENCH_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -233,15 +234,31 @@ def load_results() -> dict[str, Any]:
     return {"runs": {}}
 
 
+@contextlib.contextmanager
+def results_locked() -> Iterator[None]:
+    """Serialise read-merge-write of the results across threads and processes (`--only` runs side by side)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with _write_lock, (RESULTS / "compile_vs_dspy.lock.tmp").open("w") as handle:
+        try:
+            import fcntl
+        except ImportError:  # not on Windows: one process at a time, then
+            yield
+            return
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def save_row(setup: Setup, row: Row) -> None:
     """Merge one row into the JSON results and rewrite the markdown (atomically, both)."""
-    with _write_lock:
+    with results_locked():
         results = load_results()
         run = results["runs"].setdefault(setup.key, {"setup": asdict(setup), "rows": {}, "environment": {}})
         run["setup"] = asdict(setup)
         run["rows"][f"{row.framework}:{row.step}"] = {**asdict(row), "total_lm_calls": row.total_lm_calls,
                                                       "environment": environment()}
-        RESULTS.mkdir(parents=True, exist_ok=True)
         _write(JSON_PATH, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
         _write(MD_PATH, markdown(results))
 
@@ -306,7 +323,7 @@ def markdown(results: Mapping[str, Any]) -> str:
             f"`{key}`; random search: {setup['candidates']} candidates on top of zero-shot, labelled and "
             f"unshuffled bootstrap; MIPRO: {setup['mipro_trials']} trials on a {min(setup['mipro_valset'], setup['dev'])}"
             f"-example validation set; up to {setup['max_demos']} bootstrapped / {setup['max_labeled']} demos; "
-            f"{setup['threads']} threads; DSPy max_tokens {setup['dspy_max_tokens']} "
+            f"{setup['threads']} evaluation threads, {setup['llama_threads']} llama.cpp thread(s); DSPy max_tokens {setup['dspy_max_tokens']} "
             f"(proposer {setup['dspy_proposer_max_tokens']}), DSPy cache {setup['dspy_cache']}."
             + (f" Load average during the rows: {loads[0]:.1f}–{loads[-1]:.1f} on {envs[0].get('cpus')} CPUs." if loads else ""),
             "",
@@ -334,9 +351,31 @@ def lmdsl_program() -> lmdsl.Program[..., str]:
     return classify
 
 
+LMDSL_LLAMA_THREADS = max(1, min(os.cpu_count() or 1, 8))  # what lmdsl's in-process model uses
+
+
+def load_model_with_threads(threads: int) -> None:
+    """Load lmdsl's embedded model now, with `threads` llama.cpp threads.
+
+    lmdsl sizes its llama.cpp thread pool as min(CPUs, 8) when it first loads the model
+    (once per process). To give both sides the same count, that one load runs here with
+    `os.cpu_count` reporting `threads`; nothing else about lmdsl's backend changes.
+    """
+    from unittest import mock
+
+    from lmdsl.lm.local import _load, embedded_model_path
+
+    if threads == LMDSL_LLAMA_THREADS:
+        _load(embedded_model_path(), 4096)
+        return
+    with mock.patch("os.cpu_count", return_value=threads):
+        _load(embedded_model_path(), 4096)
+
+
 def run_lmdsl(setup: Setup, data: Data, steps: Sequence[str]) -> None:
     import lmdsl
 
+    load_model_with_threads(setup.llama_threads)
     program = lmdsl_program()
     train = [lmdsl.Example(**row) for row in data.train]
     dev = [lmdsl.Example(**row) for row in data.dev]
@@ -472,7 +511,7 @@ def embedded_model() -> Path:
     return path
 
 
-def run_dspy(setup: Setup, data: Data, steps: Sequence[str]) -> None:
+def run_dspy(setup: Setup, data: Data, steps: Sequence[str], server_log: Path) -> None:
     """DSPy's side. Needs dspy, so it runs in the bench venv (imports are dynamic and untyped)."""
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # else LiteLLM fetches a price list
     try:
@@ -493,10 +532,10 @@ def run_dspy(setup: Setup, data: Data, steps: Sequence[str]) -> None:
     counter = type("CallCounter", (callback_module.BaseCallback,), {"on_lm_start": on_lm_start})()
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    server = Server(embedded_model(), setup.llama_threads, SERVER_LOG)
+    server = Server(embedded_model(), setup.llama_threads, server_log)
     try:
         server.wait_ready()
-        print(f"llama.cpp server on {server.base} (log: {SERVER_LOG})", flush=True)
+        print(f"llama.cpp server on {server.base} (log: {server_log})", flush=True)
 
         def lm(max_tokens: int) -> Any:
             return dspy.LM("openai/smollm2", api_base=server.base, api_key="none", max_tokens=max_tokens,
@@ -590,13 +629,13 @@ def terminate_cleanly() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def dspy_in_bench_venv(setup: Setup, steps: Sequence[str], python: Path) -> int:
+def dspy_in_bench_venv(setup: Setup, steps: Sequence[str], python: Path, server_log: Path) -> int:
     """Re-run this file's DSPy step with the bench venv's interpreter."""
     if not python.is_file():
         print(f"no interpreter at {python}: make the bench venv first (see this script's docstring)", file=sys.stderr)
         return 2
     with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="compile-vs-dspy-", delete=False) as spec:
-        json.dump({"setup": asdict(setup), "steps": list(steps)}, spec)
+        json.dump({"setup": asdict(setup), "steps": list(steps), "server_log": str(server_log.resolve())}, spec)
     try:
         child = subprocess.Popen([str(python), str(Path(__file__).resolve()), "--dspy-worker", spec.name], cwd=ROOT)
         try:
@@ -624,8 +663,10 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Setup]:
     parser.add_argument("--only", choices=("lmdsl", "dspy"), help="run one side only")
     parser.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated subset of {','.join(STEPS)}")
     parser.add_argument("--threads", type=int, default=4, help="evaluation threads on both sides (default 4)")
-    parser.add_argument("--llama-threads", type=int, default=max(1, min(os.cpu_count() or 1, 8)),
-                        help="llama.cpp threads of DSPy's server (default min(CPUs, 8), what lmdsl's in-process model uses)")
+    parser.add_argument("--llama-threads", type=int, default=LMDSL_LLAMA_THREADS,
+                        help="llama.cpp threads on both sides: lmdsl's in-process model and DSPy's server "
+                             f"(default min(CPUs, 8) = {LMDSL_LLAMA_THREADS}, lmdsl's own choice; "
+                             "1 is much faster when other processes keep the cores busy)")
     parser.add_argument("--mipro-valset", type=int, default=100, help="both MIPROs' validation set size (default 100, DSPy's light cap)")
     parser.add_argument("--dspy-max-tokens", type=int, default=100, help="DSPy task LM max_tokens (default 100)")
     parser.add_argument("--dspy-proposer-max-tokens", type=int, default=400,
@@ -633,6 +674,7 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Setup]:
     parser.add_argument("--dspy-cache", choices=("memory", "off"), default="memory",
                         help="DSPy's cache during compiling: fresh in-memory per compile (like lmdsl's) or off")
     parser.add_argument("--bench-python", type=Path, default=BENCH_PYTHON, help=f"the interpreter with dspy (default {BENCH_PYTHON})")
+    parser.add_argument("--server-log", type=Path, default=SERVER_LOG, help=f"the llama.cpp server's log (default {SERVER_LOG})")
     parser.add_argument("--table", action="store_true", help="print the stored results and exit")
     parser.add_argument("--dspy-worker", metavar="SPEC", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -657,7 +699,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         spec = json.loads(Path(args.dspy_worker).read_text(encoding="utf-8"))
         worker_setup = Setup(**spec["setup"])
         with terminate_cleanly():
-            run_dspy(worker_setup, load_data(worker_setup), spec["steps"])
+            run_dspy(worker_setup, load_data(worker_setup), spec["steps"], Path(spec["server_log"]))
         return 0
     if args.table:
         print(markdown(load_results()))
@@ -675,7 +717,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.only in (None, "lmdsl"):
             run_lmdsl(setup, data, steps)
         if args.only in (None, "dspy"):
-            status = dspy_in_bench_venv(setup, steps, args.bench_python)
+            status = dspy_in_bench_venv(setup, steps, args.bench_python, args.server_log)
     results = load_results()
     if setup.key in results["runs"]:
         print("\n" + table(results["runs"][setup.key]))
