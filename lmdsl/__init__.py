@@ -32,6 +32,9 @@ from lmdsl.errors import (
     LMDSLError,
     ModelUnavailableError,
     OutputError,
+    ProviderAuthError,
+    ProviderError,
+    ProviderRequestError,
     Retry,
     SandboxCodeError,
     SandboxError,
@@ -43,7 +46,17 @@ from lmdsl.errors import (
 )
 from lmdsl.evaluate import EvaluationError, EvaluationResult, Example, evaluate, load_examples
 from lmdsl.fuzzy import AssertionWarning, FuzzyFunction, fuzzy
-from lmdsl.lm import Backend, Completion, Message, Request, ScriptedModel, Usage
+from lmdsl.lm import (
+    AnthropicModel,
+    Backend,
+    Completion,
+    Message,
+    OpenAIModel,
+    Request,
+    RetryPolicy,
+    ScriptedModel,
+    Usage,
+)
 from lmdsl.parallel import Outcome
 from lmdsl.program import (
     Program,
@@ -79,6 +92,7 @@ from lmdsl.tool_use import React, Tool, react
 __version__ = "0.1.0"
 
 __all__ = [
+    "AnthropicModel",
     "ArtifactError",
     "AssertionFailed",
     "AssertionWarning",
@@ -107,6 +121,7 @@ __all__ = [
     "Majority",
     "Message",
     "ModelUnavailableError",
+    "OpenAIModel",
     "Outcome",
     "OutputError",
     "Params",
@@ -114,11 +129,15 @@ __all__ = [
     "Program",
     "ProgramOfThought",
     "ProgramResult",
+    "ProviderAuthError",
+    "ProviderError",
+    "ProviderRequestError",
     "RandomSearch",
     "React",
     "Refine",
     "Request",
     "Retry",
+    "RetryPolicy",
     "Run",
     "SandboxCodeError",
     "SandboxError",

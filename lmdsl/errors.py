@@ -15,7 +15,22 @@ class LMDSLError(Exception):
 
 
 class SignatureError(LMDSLError, TypeError):
-    """A fuzzy function cannot be built from this Python function (raised at decoration time)."""
+    """A fuzzy function cannot be built from this Python function (raised at decoration time).
+
+    `code` names the static rule it breaks (`lmdsl-docstring`, `lmdsl-signature`,
+    `lmdsl-serializable`, `lmdsl-wiring`; see `lmdsl.rules`), the same code the mypy
+    plugin reports, or None for a bad option such as a negative `retries`.
+    """
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.problems: tuple[SignatureError, ...] = (self,)
+
+    def with_problems(self, problems: Sequence[SignatureError]) -> SignatureError:
+        """This error, carrying every other rule the same definition breaks (for `lmdsl check`)."""
+        self.problems = (self, *(p for p in problems if p is not self))
+        return self
 
 
 class InputError(LMDSLError, TypeError):
@@ -36,6 +51,30 @@ class ModelUnavailableError(ConfigurationError):
 
 class BackendError(LMDSLError):
     """The model could not answer the request at all (for example, the prompt is too long)."""
+
+
+class ProviderError(BackendError):
+    """A hosted model's API failed, after retrying what was worth retrying.
+
+    `provider` is the backend's name (`anthropic:claude-sonnet-4-5`), `status` the HTTP
+    status (None for a timeout or a dropped connection), `message` what the provider
+    said, with any API key removed, and `attempts` how many HTTP requests were made.
+    """
+
+    def __init__(self, text: str, *, provider: str, status: int | None, message: str, attempts: int = 1) -> None:
+        super().__init__(text)
+        self.provider = provider
+        self.status = status
+        self.message = message
+        self.attempts = attempts
+
+
+class ProviderAuthError(ProviderError):
+    """The provider refused the credentials (HTTP 401 or 403): never retried; the message says which key to fix."""
+
+
+class ProviderRequestError(ProviderError):
+    """The provider rejected the request itself (HTTP 400, 404, 413, 422): never retried."""
 
 
 @dataclass(frozen=True, slots=True)

