@@ -123,6 +123,7 @@ def _compile(args: argparse.Namespace) -> int:
     if not devset:
         raise UsageFailure(f"{args.target}: the compile configuration has no examples to score")
     options = {"model": args.model} if args.model else {}
+    program.reset_params()  # the baseline is the uncompiled program, even when an artifact exists
     with using(**options):
         before = evaluate(program, devset, config.metric, threads=args.threads, progress=None)
         compiled = compile_program(program, write=not args.dry_run)
@@ -139,7 +140,27 @@ def _compile(args: argparse.Namespace) -> int:
     ]
     _table(f"{program.name} on {len(devset)} dev examples", ("", "score", "LM calls", "tokens", "seconds"), rows)
     if config.artifact is not None and not args.dry_run:
+        program.reset_params(reload_artifact=True)
         print(f"wrote {config.artifact}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from lmdsl.checking import check_files, python_files
+
+    missing = [path for path in args.paths if not Path(path).exists()]
+    if missing:
+        raise UsageFailure(f"no such file or folder: {missing[0]}")
+    files = python_files(args.paths)
+    findings = check_files(files)
+    for finding in findings:
+        print(finding.format())
+    if findings:
+        where = len({finding.path for finding in findings})
+        print(f"Found {len(findings)} error{'s' * (len(findings) != 1)} in {where} file{'s' * (where != 1)} "
+              f"(checked {len(files)} source file{'s' * (len(files) != 1)})")
+        return EXIT_FAILED
+    print(f"Success: no issues found in {len(files)} source file{'s' * (len(files) != 1)}")
     return 0
 
 
@@ -255,6 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     eval_.add_argument("--threads", type=int, default=4)
     eval_.add_argument("--output", action="append", help="write the rows to a .json or .csv file (repeatable)")
     eval_.set_defaults(handler=_eval)
+
+    check = commands.add_parser(
+        "check", help="report every fuzzy function, check, metric, example and tool that breaks a rule (runs no model)"
+    )
+    check.add_argument("paths", nargs="+", metavar="FILE_OR_DIR", help="Python files or folders to check")
+    check.set_defaults(handler=_check)
 
     inspect_ = commands.add_parser("inspect", help="show the instructions and demos in an artifact")
     inspect_.add_argument("artifact", help="an artifact or parameter file")

@@ -13,6 +13,7 @@ import functools
 import logging
 import sys
 import time
+import typing
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from pydantic import ValidationError
 
+from lmdsl import checking
 from lmdsl.config import ModelSpec, history, settings
 from lmdsl.errors import Attempt, AssertionFailed, InputError, OutputError, Retry, SignatureError
 from lmdsl.lm.types import Backend, Message, Request
@@ -113,21 +115,22 @@ class FuzzyFunction(Generic[P, R]):
     def ensure(self, check: C, /, *, soft: bool = False) -> C: ...
 
     @overload
-    def ensure(self, check: None = None, /, *, soft: bool = False) -> Callable[[C], C]: ...
+    def ensure(self, check: None = None, /, *, soft: bool = False) -> EnsureDecorator[P, R]: ...
 
-    def ensure(self, check: C | None = None, /, *, soft: bool = False) -> C | Callable[[C], C]:
+    def ensure(self, check: C | None = None, /, *, soft: bool = False) -> C | EnsureDecorator[P, R]:
         """Register a check on the output: `check(output, *, <inputs by name>)` raises
         `lmdsl.Retry("why")` to reject it. The reason goes back to the model, within
         `retries`; after that a hard check raises `AssertionFailed`, and a soft one
         (`soft=True`) warns and keeps the last output."""
 
-        def register(function: C) -> C:
-            bound = self.signature.bind_check(function, "check")
-            name = getattr(function, "__qualname__", repr(function))
-            self._checks = (*self._checks, Check(name, bound, soft))
-            return function
+        decorator = EnsureDecorator(self, soft)
+        return decorator if check is None else decorator(check)
 
-        return register if check is None else register(check)
+    def _register_check(self, check: C, soft: bool) -> C:
+        bound = self.signature.bind_check(check, "check")
+        name = getattr(check, "__qualname__", repr(check))
+        self._checks = (*self._checks, Check(name, bound, soft))
+        return check
 
     # -- parameters: what optimizers set ------------------------------------------------
     @property
@@ -349,6 +352,23 @@ def _caller_namespace() -> Mapping[str, Any] | None:
     return None if frame.f_locals is frame.f_globals else dict(frame.f_locals)
 
 
+class EnsureDecorator(Generic[P, R]):
+    """`@fn.ensure(soft=True)`: registers the check it decorates on `fn` (a named class, so
+    the mypy plugin can check the check against `fn`)."""
+
+    def __init__(self, function: FuzzyFunction[P, R], soft: bool) -> None:
+        self.function = function
+        self.soft = soft
+
+    def __call__(self, check: C) -> C:
+        try:
+            return self.function._register_check(check, self.soft)
+        except SignatureError as error:
+            if checking.report(error, check):
+                return check
+            raise
+
+
 class FuzzyDecorator:
     """`@fuzzy(...)` with options: applying it to a function makes a `FuzzyFunction`."""
 
@@ -357,7 +377,26 @@ class FuzzyDecorator:
         self.localns = localns
 
     def __call__(self, fn: Callable[P, R]) -> FuzzyFunction[P, R]:
-        return FuzzyFunction(fn, localns=self.localns, **self.options)
+        try:
+            return FuzzyFunction(fn, localns=self.localns, **self.options)
+        except SignatureError as error:
+            if checking.report(error, fn):
+                return typing.cast("FuzzyFunction[P, R]", _Rejected(fn))
+            raise
+
+
+class _Rejected:
+    """Stands in for a fuzzy function that broke a rule while `lmdsl check` collects
+    findings, so the rest of its module still loads and gets checked."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        functools.update_wrapper(self, fn)
+
+    def ensure(self, check: C | None = None, /, *, soft: bool = False) -> Any:
+        return check if check is not None else (lambda function: function)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise SignatureError(f"{getattr(self, '__qualname__', 'this fuzzy function')} breaks a rule; run lmdsl check")
 
 
 @overload

@@ -192,6 +192,15 @@ class Program(Generic[P, R]):
         for name, params in values.items():
             self.functions[name].params = params
 
+    def reset_params(self, *, reload_artifact: bool = False) -> None:
+        """Every fuzzy function back to its docstring and no demos. The artifact stays
+        unloaded until `reload_artifact=True` (how compiling starts from scratch and then
+        picks up the artifact it wrote)."""
+        with self._artifact_lock:
+            for function in self.functions.values():
+                function.reset_params()
+            self._artifact_checked = not reload_artifact
+
     def save(self, path: str | Path) -> None:
         """Write every fuzzy function's parameters to a JSON file (never pickle)."""
         Path(path).write_text(json.dumps(dump_params(self.name, self.functions), indent=2, ensure_ascii=False))

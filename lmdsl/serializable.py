@@ -1,26 +1,26 @@
-"""The rule for which Python types a fuzzy function may take or return.
+"""Which Python types a fuzzy function may take or return, judged on runtime annotations.
 
-A type qualifies when lmdsl can write a value of it into a prompt and parse a
-model's JSON back into an equal value. This one table is the source of truth for
-decoration-time checks (and, later, for static checks).
+The rule itself lives in `lmdsl.rules` (shared with the mypy plugin and `lmdsl check`);
+this module describes a runtime annotation as a `rules.Shape` for it.
 """
 
 from __future__ import annotations
 
 import enum
+import inspect
 import types
 import typing
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 from typing_extensions import is_typeddict
 
+from lmdsl import rules
+
 SCALARS: frozenset[Any] = frozenset({str, int, float, bool})
-SUPPORTED_HELP = (
-    "use str, int, float, bool, Literal, an Enum, list[T], dict[str, T], tuple, "
-    "Optional or a union of these, a pydantic model or a TypedDict"
-)
 _LITERAL_VALUES = (str, int, bool, type(None), enum.Enum)
+inspect_empty = inspect.Parameter.empty
 
 
 def type_name(tp: Any) -> str:
@@ -32,61 +32,75 @@ def type_name(tp: Any) -> str:
 
 def unsupported_reason(tp: Any, *, allow_none: bool = False) -> str | None:
     """None if `tp` qualifies, else a sentence saying which part does not and why."""
-    return _check(tp, allow_none, frozenset())
+    return rules.unsupported_reason(shape_of(tp), allow_none=allow_none)
 
 
-def _check(tp: Any, allow_none: bool, seen: frozenset[int]) -> str | None:
+def shape_of(tp: Any) -> rules.Shape:
+    """Describe a runtime annotation for the shared rules."""
     origin = get_origin(tp)
     args = get_args(tp)
+    name = type_name(tp)
     if origin is Annotated:
-        return _check(args[0], allow_none, seen)
+        return shape_of(args[0])
     if tp is type(None) or tp is None:
-        return None if allow_none else "None is only allowed inside Optional[...] or a union"
+        return rules.Shape("none", "None")
     if tp in SCALARS:
-        return None
+        return rules.Shape("scalar", name)
     if origin is Literal:
         bad = [a for a in args if not isinstance(a, _LITERAL_VALUES)]
-        return f"Literal values must be str, int, bool or Enum members, not {bad[0]!r}" if bad else None
+        return rules.Shape("literal", name, bad_literal=repr(bad[0]) if bad else None)
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        return None
+        return rules.Shape("enum", name)
     if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return None
+        return rules.Shape("model", name)
     if is_typeddict(tp):
-        return _check_typeddict(tp, seen)
+        return rules.Shape("typeddict", tp.__qualname__, fields=lambda: _typeddict_fields(tp), identity=id(tp))
     if origin in (Union, types.UnionType):
-        for arg in args:
-            reason = _check(arg, True, seen)
-            if reason:
-                return reason
-        return None
+        return rules.Shape("union", name, tuple(shape_of(a) for a in args))
     if tp in (list, dict, tuple):
-        return f"bare {tp.__name__} does not say what it holds: write {tp.__name__}[...] with the element type"
+        return rules.Shape("bare", tp.__name__)
     if origin is list:
-        return _check(args[0], False, seen)
+        return rules.Shape("list", name, (shape_of(args[0]),))
     if origin is tuple:
-        items = [a for a in args if a is not Ellipsis]
-        for arg in items:
-            reason = _check(arg, True, seen)
-            if reason:
-                return reason
-        return None
+        return rules.Shape("tuple", name, tuple(shape_of(a) for a in args if a is not Ellipsis))
     if origin is dict:
         key, value = args
-        if key is not str and not (get_origin(key) is Literal and all(isinstance(a, str) for a in get_args(key))):
-            return f"dict keys must be str (JSON object keys are strings), not {type_name(key)}"
-        return _check(value, True, seen)
-    return f"{type_name(tp)} cannot be written into a prompt and parsed back; {SUPPORTED_HELP}"
+        key_is_str = key is str or (get_origin(key) is Literal and all(isinstance(a, str) for a in get_args(key)))
+        return rules.Shape("dict", name, (shape_of(key), shape_of(value)), key_is_str=key_is_str)
+    return rules.Shape("other", name)
 
 
-def _check_typeddict(tp: Any, seen: frozenset[int]) -> str | None:
-    if id(tp) in seen:
-        return None
+def _typeddict_fields(tp: Any) -> Iterator[tuple[str, rules.Shape]]:
     try:
         hints = typing.get_type_hints(tp, include_extras=True)
     except NameError as error:
-        return f"TypedDict {tp.__qualname__} has an annotation that cannot be resolved: {error}"
+        yield "<annotations>", rules.Shape("other", f"an annotation that cannot be resolved ({error})")
+        return
     for field, annotation in hints.items():
-        reason = _check(annotation, True, seen | {id(tp)})
-        if reason:
-            return f"field {field!r} of {tp.__qualname__}: {reason}"
-    return None
+        yield field, shape_of(annotation)
+
+
+def accepts(parameter: Any, value: Any) -> bool:
+    """Whether a parameter annotated `parameter` takes values of type `value`.
+
+    Conservative: False only when that is certain (plain classes, Literals, unions of
+    them); anything it cannot judge (generics, strings, protocols) counts as accepted.
+    """
+    if parameter in (Any, object, inspect_empty) or value is Any:
+        return True
+    parameter = get_args(parameter)[0] if get_origin(parameter) is Annotated else parameter
+    value = get_args(value)[0] if get_origin(value) is Annotated else value
+    if get_origin(value) in (Union, types.UnionType):
+        return all(accepts(parameter, member) for member in get_args(value))
+    if get_origin(parameter) in (Union, types.UnionType):
+        members = get_args(parameter)
+        return any(accepts(member, value) for member in members) or not all(isinstance(m, type) for m in members)
+    if get_origin(value) is Literal:
+        return all(accepts(parameter, type(item)) for item in get_args(value))
+    if value is None:
+        value = type(None)
+    if isinstance(parameter, type) and isinstance(value, type) and not get_args(parameter):
+        if parameter is float and value is int:
+            return True
+        return issubclass(value, parameter)
+    return True

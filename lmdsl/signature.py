@@ -9,7 +9,6 @@ fingerprint that tells a compiled artifact whether it still fits.
 from __future__ import annotations
 
 import copy
-import difflib
 import functools
 import hashlib
 import inspect
@@ -27,7 +26,8 @@ from pydantic.fields import FieldInfo
 from typing_extensions import is_typeddict
 
 from lmdsl.errors import InputError, SignatureError
-from lmdsl.serializable import type_name, unsupported_reason
+from lmdsl import rules
+from lmdsl.serializable import accepts, type_name, unsupported_reason
 
 _EMPTY = inspect.Parameter.empty
 _SECTION = re.compile(r"^(Args|Arguments|Parameters|Returns|Return):\s*$", re.MULTILINE)
@@ -158,31 +158,48 @@ class Signature:
 
     def bind_check(self, check: Callable[..., Any], role: str) -> Callable[[Any, Mapping[str, Any]], Any]:
         """Bind a check or reward written as `(output, *, <some inputs by name>)` so it can be
-        called with `(output, inputs)`. A parameter that is not an input is a `SignatureError`."""
-        label = f"{role} {getattr(check, '__qualname__', repr(check))} of {self.qualname}"
+        called with `(output, inputs)`. A parameter that is not an input, or a first
+        parameter annotated with a type that does not take the output, is a `SignatureError`."""
+        check_name = f"{role} {getattr(check, '__qualname__', repr(check))}"
+        label = f"{check_name} of {self.qualname}"
         try:
             params = list(inspect.signature(check).parameters.values())
         except (TypeError, ValueError) as error:
-            raise SignatureError(f"{label}: cannot read its signature ({error})") from None
+            raise SignatureError(f"{label}: cannot read its signature ({error})", code=rules.WIRING) from None
         if not params or params[0].kind not in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD):
-            raise SignatureError(f"{label}: its first parameter must take the output positionally")
+            raise SignatureError(f"{label}: its first parameter must take the output positionally", code=rules.WIRING)
+        problems = [p for p in [self._takes_output(check, check_name, params[0].name)] if p]
         names: list[str] = []
+        takes_all = False
         for param in params[1:]:
             if param.kind is param.VAR_KEYWORD:
-                return lambda output, inputs: check(output, **inputs)
-            if param.kind is param.VAR_POSITIONAL:
-                raise SignatureError(f"{label}: *{param.name} is not supported; name the inputs it needs")
-            if param.name in self._keyword:
+                takes_all = True
+            elif param.kind is param.VAR_POSITIONAL:
+                problems.append(SignatureError(f"{label}: *{param.name} is not supported; name the inputs it needs", code=rules.WIRING))
+            elif param.name in self._keyword:
                 names.append(param.name)
             elif param.default is _EMPTY:
-                close = difflib.get_close_matches(param.name, self.input_names, n=1)
-                hint = f' (did you mean "{close[0]}"?)' if close else ""
-                raise SignatureError(
-                    f"{label}: parameter {param.name!r} is not an input of {self.qualname}{hint}; "
-                    f"its inputs are {', '.join(self.input_names) or 'none'}"
-                )
+                problems.append(SignatureError(
+                    rules.not_an_input(check_name, self.qualname, param.name, self.input_names), code=rules.WIRING
+                ))
+        if problems:
+            raise problems[0].with_problems(problems)
+        if takes_all:
+            return lambda output, inputs: check(output, **inputs)
         chosen = tuple(names)
         return lambda output, inputs: check(output, **{name: inputs[name] for name in chosen})
+
+    def _takes_output(self, check: Callable[..., Any], check_name: str, parameter: str) -> SignatureError | None:
+        try:
+            annotation = typing.get_type_hints(check).get(parameter, _EMPTY)
+        except Exception:  # unresolvable annotations: the call itself will tell
+            return None
+        if accepts(annotation, self.output.annotation):
+            return None
+        return SignatureError(
+            rules.check_takes_output(check_name, self.qualname, type_name(annotation), type_name(self.output.annotation)),
+            code=rules.WIRING,
+        )
 
     @functools.cached_property
     def fingerprint(self) -> str:
@@ -203,19 +220,19 @@ def build_signature(fn: Callable[..., Any], localns: Mapping[str, Any] | None = 
     a function body resolve under `from __future__ import annotations`.
     """
     qualname = getattr(fn, "__qualname__", repr(fn))
+    problems: list[SignatureError] = []  # every rule broken, so `lmdsl check` lists them all
     doc = inspect.getdoc(fn)
+    instructions, arg_docs, returns_doc = _split_docstring(doc or "")
     if not doc or not doc.strip():
-        raise SignatureError(
-            f"{qualname}: a fuzzy function needs a docstring; it is the instruction the model follows "
-            f'(for example """Classify the sentiment of a movie review.""")'
-        )
-    instructions, arg_docs, returns_doc = _split_docstring(doc)
-    if not instructions:
-        raise SignatureError(f"{qualname}: the docstring has no description of the task before its sections")
+        problems.append(SignatureError(rules.missing_docstring(qualname), code=rules.DOCSTRING))
+    elif not instructions:
+        problems.append(SignatureError(
+            f"{qualname}: the docstring has no description of the task before its sections", code=rules.DOCSTRING
+        ))
     try:
         hints = typing.get_type_hints(fn, localns=dict(localns) if localns else None, include_extras=True)
     except Exception as error:
-        raise SignatureError(f"{qualname}: its annotations cannot be resolved: {error}") from None
+        raise SignatureError(f"{qualname}: its annotations cannot be resolved: {error}").with_problems(problems) from None
 
     python_signature = inspect.signature(fn)
     inputs: list[InputField] = []
@@ -225,17 +242,16 @@ def build_signature(fn: Callable[..., Any], localns: Mapping[str, Any] | None = 
     for param in python_signature.parameters.values():
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             star = "*" if param.kind is param.VAR_POSITIONAL else "**"
-            raise SignatureError(
-                f"{qualname}: {star}{param.name} is not supported on a fuzzy function; "
-                f"name each input as its own annotated parameter"
-            )
+            problems.append(SignatureError(rules.star_parameter(qualname, star, param.name), code=rules.SIGNATURE))
+            continue
         if param.name not in hints:
-            raise SignatureError(
-                f"{qualname}: parameter {param.name!r} has no type annotation; "
-                f"annotate it (for example '{param.name}: str')"
-            )
+            problems.append(SignatureError(rules.unannotated_parameter(qualname, param.name), code=rules.SIGNATURE))
+            continue
         annotation, description = _unwrap(hints[param.name])
-        _require_supported(qualname, f"parameter {param.name!r}", hints[param.name], allow_none=True)
+        problem = _unsupported(qualname, f"parameter {param.name!r}", hints[param.name], allow_none=True)
+        if problem:
+            problems.append(problem)
+            continue
         if param.kind is not param.KEYWORD_ONLY:
             positional.append(param.name)
         if param.kind is not param.POSITIONAL_ONLY:
@@ -253,11 +269,13 @@ def build_signature(fn: Callable[..., Any], localns: Mapping[str, Any] | None = 
         )
 
     if "return" not in hints:
-        raise SignatureError(
-            f"{qualname}: the return type is not annotated; annotate it with the type the model "
-            f"must produce (for example '-> str' or '-> Literal[\"yes\", \"no\"]')"
-        )
-    _require_supported(qualname, "the return type", hints["return"], allow_none=False)
+        problems.append(SignatureError(rules.unannotated_return(qualname), code=rules.SIGNATURE))
+    else:
+        problem = _unsupported(qualname, "the return type", hints["return"], allow_none=False)
+        if problem:
+            problems.append(problem)
+    if problems:
+        raise problems[0].with_problems(problems)
     out_type, out_description = _unwrap(hints["return"])
     adapter = _adapter(qualname, "the return type", out_type)
     schema = _schema(qualname, adapter)
@@ -317,10 +335,11 @@ def _immutable(annotation: Any) -> bool:
     return False
 
 
-def _require_supported(qualname: str, what: str, annotation: Any, *, allow_none: bool) -> None:
+def _unsupported(qualname: str, what: str, annotation: Any, *, allow_none: bool) -> SignatureError | None:
     reason = unsupported_reason(annotation, allow_none=allow_none)
-    if reason:
-        raise SignatureError(f"{qualname}: {what} has type {type_name(annotation)}, which lmdsl cannot use: {reason}")
+    if not reason:
+        return None
+    return SignatureError(rules.unserializable(qualname, what, type_name(annotation), reason), code=rules.SERIALIZABLE)
 
 
 def _unwrap(annotation: Any) -> tuple[Any, str | None]:
@@ -341,7 +360,7 @@ def _adapter(qualname: str, what: str, annotation: Any) -> TypeAdapter[Any]:
     try:
         return TypeAdapter(annotation)
     except (PydanticSchemaGenerationError, PydanticUserError, TypeError) as error:
-        raise SignatureError(f"{qualname}: {what} has a type pydantic cannot handle: {error}") from None
+        raise SignatureError(f"{qualname}: {what} has a type pydantic cannot handle: {error}", code=rules.SERIALIZABLE) from None
 
 
 def _schema(qualname: str, adapter: TypeAdapter[Any]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field, create_model
 from lmdsl.config import using
 from lmdsl.errors import Attempt, SignatureError
 from lmdsl.fuzzy import FuzzyFunction
+from lmdsl import checking, rules
 from lmdsl.serializable import type_name, unsupported_reason
 from lmdsl.signature import Signature, synthetic_function
 from lmdsl.strategies import Generation, Run, Strategy
@@ -50,20 +51,21 @@ class Tool:
         except Exception as error:
             raise SignatureError(f"react: tool {name}: its annotations cannot be resolved: {error}") from None
         fields: dict[str, Any] = {}
+        problems: list[SignatureError] = []
         for param in params:
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-                raise SignatureError(f"react: tool {name}: *{param.name} is not supported; name each argument")
-            if param.name not in hints:
-                raise SignatureError(
-                    f"react: tool {name}: parameter {param.name!r} has no type annotation; the model needs its type"
-                )
-            reason = unsupported_reason(hints[param.name], allow_none=True)
-            if reason:
-                raise SignatureError(f"react: tool {name}: parameter {param.name!r}: {reason}")
-            default = ... if param.default is param.empty else param.default
-            fields[param.name] = (hints[param.name], default)
+                problems.append(SignatureError(f"react: tool {name}: *{param.name} is not supported; name each argument"))
+            elif param.name not in hints:
+                problems.append(SignatureError(rules.tool_unannotated(name, param.name), code=rules.WIRING))
+            elif reason := unsupported_reason(hints[param.name], allow_none=True):
+                problems.append(SignatureError(f"react: tool {name}: parameter {param.name!r}: {reason}", code=rules.SERIALIZABLE))
+            else:
+                default = ... if param.default is param.empty else param.default
+                fields[param.name] = (hints[param.name], default)
         if "return" not in hints:
-            raise SignatureError(f"react: tool {name}: annotate its return type")
+            problems.append(SignatureError(rules.tool_unannotated(name, None), code=rules.WIRING))
+        if problems:
+            raise problems[0].with_problems(problems)
         arguments = create_model(f"{name}_arguments", **fields)
         description = inspect.getdoc(function) or ""
         return cls(name, description.strip().split("\n\n")[0], function, arguments)
@@ -93,7 +95,14 @@ class React(Strategy):
             raise SignatureError("react needs at least one tool")
         if not isinstance(self.max_steps, int) or self.max_steps < 1:
             raise SignatureError(f"react: max_steps must be a whole number >= 1, not {self.max_steps!r}")
-        tools = tuple(Tool.from_function(t) for t in self.tools)
+        checked: list[Tool] = []
+        for function in self.tools:
+            try:
+                checked.append(Tool.from_function(function))
+            except SignatureError as error:
+                if not checking.report(error, function):
+                    raise
+        tools = tuple(checked)
         names = [t.name for t in tools]
         if len(set(names)) != len(names):
             raise SignatureError(f"react: tool names must be distinct, got {names}")

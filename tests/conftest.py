@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 
 os.environ["LMDSL_CACHE_DIR"] = tempfile.mkdtemp(prefix="lmdsl-test-cache-")
+# pytest-mypy-plugins and the basedpyright test run `mypy`/`basedpyright` from PATH: this venv's
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 import lmdsl  # noqa: E402  (the cache directory must be set before lmdsl reads it)
 from lmdsl.config import history  # noqa: E402

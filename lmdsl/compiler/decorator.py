@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+import inspect
+import typing
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
+from lmdsl import checking, rules
 from lmdsl.config import settings
+from lmdsl.errors import SignatureError
+from lmdsl.serializable import accepts, type_name
 from lmdsl.compiler.artifact import write_artifact
 from lmdsl.compiler.base import Compiled, Metric, Optimizer
 from lmdsl.program import Program
@@ -29,6 +34,29 @@ class CompileConfig:
     artifact: Path | None
 
 
+class Optimization:
+    """What `@lmdsl.optimize(...)` returns: applied to a program, it checks the wiring and
+    attaches the configuration. A named class, so the mypy plugin checks the same wiring."""
+
+    def __init__(self, config: CompileConfig, on_stale: Literal["warn", "raise"]) -> None:
+        self.config = config
+        self.on_stale = on_stale
+
+    def __call__(self, program: Program[P, R]) -> Program[P, R]:
+        if not isinstance(program, Program):
+            raise TypeError("@lmdsl.optimize(...) decorates a program: put it above @lmdsl.program")
+        config = self.config
+        problems = [p for p in [_check_metric(config.metric, program)] if p]
+        for examples in (config.trainset, config.devset or ()):
+            problems.extend(_check_examples(examples, program))
+        if problems and not checking.report(problems[0].with_problems(problems), program.__wrapped__):
+            raise problems[0]
+        program.compile_config = config
+        if config.artifact is not None:
+            program.use_artifact(config.artifact, on_stale=self.on_stale)
+        return program
+
+
 def optimize(
     *,
     trainset: Sequence[Example],
@@ -37,22 +65,51 @@ def optimize(
     devset: Sequence[Example] | None = None,
     artifact: str | Path | None = None,
     on_stale: Literal["warn", "raise"] = "warn",
-) -> Callable[[Program[P, R]], Program[P, R]]:
+) -> Optimization:
     """Say how to compile a program: `lmdsl compile FILE.py:PROGRAM` then runs it and writes
-    `artifact`, and at run time the program loads the artifact when it still matches."""
+    `artifact`, and at run time the program loads the artifact when it still matches.
 
-    def attach(program: Program[P, R]) -> Program[P, R]:
-        if not isinstance(program, Program):
-            raise TypeError("@lmdsl.optimize(...) decorates a program: put it above @lmdsl.program")
-        from lmdsl.compiler.few_shot import RandomSearch
+    Applied to the program, it checks that `metric`'s prediction parameter takes the
+    program's output and that every example has the program's required parameters
+    (`SignatureError` with code `lmdsl-wiring`, as the mypy plugin reports them)."""
+    from lmdsl.compiler.few_shot import RandomSearch
 
-        path = Path(artifact) if artifact is not None else None
-        program.compile_config = CompileConfig(list(trainset), metric, optimizer or RandomSearch(), devset, path)
-        if path is not None:
-            program.use_artifact(path, on_stale=on_stale)
-        return program
+    path = Path(artifact) if artifact is not None else None
+    config = CompileConfig(list(trainset), metric, optimizer or RandomSearch(), devset, path)
+    return Optimization(config, on_stale)
 
-    return attach
+
+def _check_metric(metric: Metric, program: Program[..., Any]) -> SignatureError | None:
+    try:
+        parameters = [
+            p for p in inspect.signature(metric).parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        hints = typing.get_type_hints(metric)
+        output = typing.get_type_hints(program.__wrapped__).get("return", Any)
+    except Exception:  # unreadable annotations: evaluation will tell
+        return None
+    if len(parameters) < 2:
+        return None
+    prediction = hints.get(parameters[1].name, Any)
+    if accepts(prediction, output):
+        return None
+    name = getattr(metric, "__qualname__", repr(metric))
+    return SignatureError(
+        rules.metric_takes_output(name, program.name, type_name(prediction), type_name(output)), code=rules.WIRING
+    )
+
+
+def _check_examples(examples: Sequence[Example], program: Program[..., Any]) -> Iterator[SignatureError]:
+    required = [
+        p.name
+        for p in program.python_signature.parameters.values()
+        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+    for number, example in enumerate(examples, start=1):
+        fields = list(getattr(example, "fields", example))
+        for name in required:
+            if name not in fields:
+                yield SignatureError(rules.example_lacks_input(number, program.name, name, fields), code=rules.WIRING)
 
 
 def compile_program(program: Program[..., Any], *, write: bool = True) -> Compiled:
@@ -60,6 +117,7 @@ def compile_program(program: Program[..., Any], *, write: bool = True) -> Compil
     config = program.compile_config
     if not isinstance(config, CompileConfig):
         raise TypeError(f"{program.name} has no compile configuration: decorate it with @lmdsl.optimize(...)")
+    program.reset_params()  # compile from the docstrings, never from a previously loaded artifact
     optimizer = config.optimizer
     if config.artifact is not None and getattr(optimizer, "storage", "unset") is None and dataclasses.is_dataclass(optimizer):
         # a resumable optimizer keeps its study beside the artifact unless told otherwise

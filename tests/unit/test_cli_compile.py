@@ -65,6 +65,22 @@ def test_compile_prints_before_and_after_and_writes_the_artifact(program_file: P
     assert "[system]\nClassify the sentiment." in capsys.readouterr().out
 
 
+def test_compiling_again_starts_from_the_uncompiled_program_and_then_uses_the_new_artifact(
+    program_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import runpy
+
+    assert main(["compile", f"{program_file}:classify"]) == 0
+    first = capsys.readouterr().out
+    assert main(["compile", f"{program_file}:classify"]) == 0
+    second = capsys.readouterr().out
+    uncompiled = [line for line in (first + second).splitlines() if "uncompiled" in line]
+    assert len(uncompiled) == 2 and all("50.0" in line for line in uncompiled), uncompiled
+
+    module = runpy.run_path(str(program_file))
+    assert module["classify"]("so bad") == "negative"  # the artifact's demos are in use
+
+
 def test_eval_scores_a_devset_file_and_writes_rows(program_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     devset = tmp_path / "dev.jsonl"
     devset.write_text('{"text": "good", "label": "positive"}\n{"text": "bad", "label": "negative"}\n')

@@ -111,9 +111,9 @@ def test_tools_must_be_annotated() -> None:
         return city
 
     with pytest.raises(lmdsl.SignatureError, match="tool bare: parameter 'city' has no type annotation"):
-        react([bare])
+        react([bare])  # type: ignore[lmdsl-wiring]
     with pytest.raises(lmdsl.SignatureError, match="tool no_return: annotate its return type"):
-        react([no_return])
+        react([no_return])  # type: ignore[lmdsl-wiring]
     with pytest.raises(lmdsl.SignatureError, match="at least one tool"):
         react([])
 

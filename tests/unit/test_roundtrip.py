@@ -78,7 +78,7 @@ CASES: list[tuple[Any, st.SearchStrategy[Any]]] = [
 
 
 def fuzzy_returning(annotation: Any, *, strategy: lmdsl.Strategy = lmdsl.predict) -> lmdsl.FuzzyFunction[..., Any]:
-    def produce(request: str) -> Any:
+    def produce(request: str) -> Any:  # type: ignore[lmdsl-serializable]
         """Produce a value."""
 
     produce.__annotations__ = {"request": str, "return": annotation}

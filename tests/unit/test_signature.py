@@ -102,7 +102,7 @@ def test_missing_docstring_is_a_type_error() -> None:
 
 
 def test_missing_parameter_annotation_names_the_parameter() -> None:
-    def classify(text, label: str) -> str:  # type: ignore[no-untyped-def]
+    def classify(text, label: str) -> str:  # type: ignore[no-untyped-def, lmdsl-signature]
         """Classify."""
 
     with pytest.raises(TypeError, match=r"classify: parameter 'text' has no type annotation"):
@@ -110,7 +110,7 @@ def test_missing_parameter_annotation_names_the_parameter() -> None:
 
 
 def test_missing_return_annotation() -> None:
-    def classify(text: str):  # type: ignore[no-untyped-def]
+    def classify(text: str):  # type: ignore[no-untyped-def, lmdsl-signature]
         """Classify."""
 
     with pytest.raises(TypeError, match=r"classify: the return type is not annotated"):
@@ -118,11 +118,11 @@ def test_missing_return_annotation() -> None:
 
 
 def test_var_args_and_kwargs_are_rejected() -> None:
-    def many(*texts: str) -> str:
+    def many(*texts: str) -> str:  # type: ignore[lmdsl-signature]
         """Join."""
         return ""
 
-    def named(**fields: str) -> str:
+    def named(**fields: str) -> str:  # type: ignore[lmdsl-signature]
         """Join."""
         return ""
 

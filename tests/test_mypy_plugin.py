@@ -1,0 +1,210 @@
+"""lmdsl's static checks on whole files: the mypy plugin under the newest mypy and the oldest
+one lmdsl supports, basedpyright on the typed surface, and agreement between the plugin and
+the decoration-time rules (`lmdsl check`), which share one rule table."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from lmdsl.checking import check_files
+from tests.conftest import ROOT
+
+OLDEST_MYPY = "1.19.1"  # error codes of plugins can be disabled one by one from 1.19 on
+CONFIG = ROOT / "tests" / "typecheck" / "mypy.ini"
+MISTAKES = ROOT / "tests" / "typecheck" / "cases" / "wiring_mistakes.py"
+RULE_CASES = ROOT / "tests" / "typecheck" / "test_plugin_rules.yml"
+ERROR = re.compile(r"^(?P<path>[^:]+):(?P<line>\d+): error: (?P<message>.*?)  \[(?P<code>[a-z-]+)\]$")
+
+
+@pytest.fixture(scope="session")
+def oldest_mypy() -> Path:
+    """mypy OLDEST_MYPY installed beside the project venv (once; pip caches the wheel)."""
+    target = ROOT / ".venv" / f"mypy-{OLDEST_MYPY}"
+    if not (target / "mypy" / "__init__.py").exists():
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+             "--target", str(target), f"mypy=={OLDEST_MYPY}"],
+            check=True,
+        )
+    return target
+
+
+@pytest.fixture(scope="session")
+def mypy_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("mypy-cache")
+
+
+@pytest.fixture(params=["newest", "oldest"])
+def mypy_path(request: pytest.FixtureRequest) -> Path | None:
+    """None for the installed (newest) mypy, else a folder to put first on PYTHONPATH."""
+    if request.param == "newest":
+        return None
+    path: Path = request.getfixturevalue("oldest_mypy")
+    return path
+
+
+def run_mypy(files: Sequence[Path], prefix: Path | None, cache: Path) -> tuple[str, list[tuple[int, str, str]]]:
+    env = dict(os.environ)
+    if prefix is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(prefix), str(ROOT)])
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--config-file", str(CONFIG), "--cache-dir", str(cache), "--no-error-summary",
+         *map(str, files)],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=600,
+    )
+    version = subprocess.run(
+        [sys.executable, "-m", "mypy", "--version"], capture_output=True, text=True, env=env, check=True
+    ).stdout.strip()
+    errors = [
+        (int(m["line"]), m["code"], m["message"]) for m in map(ERROR.match, result.stdout.splitlines()) if m
+    ]
+    assert result.returncode in (0, 1), result.stdout + result.stderr
+    return version, errors
+
+
+def expected_marks(file: Path) -> list[tuple[int, str]]:
+    return [
+        (number, mark.group(1))
+        for number, line in enumerate(file.read_text().splitlines(), start=1)
+        if (mark := re.search(r"# expect: ([a-z-]+)", line))
+    ]
+
+
+def test_five_wiring_mistakes_give_exactly_five_errors_with_their_codes_and_lines(
+    mypy_path: Path | None, mypy_cache: Path
+) -> None:
+    version, errors = run_mypy([MISTAKES], mypy_path, mypy_cache / str(mypy_path is None))
+    if mypy_path is not None:
+        assert OLDEST_MYPY in version
+    assert len(expected_marks(MISTAKES)) == 5
+    assert sorted((line, code) for line, code, _ in errors) == expected_marks(MISTAKES), (version, errors)
+    messages = " | ".join(message for _, _, message in errors)
+    assert 'did you mean "message"?' in messages and 'did you mean "msg"?' in messages
+
+
+def test_the_examples_pass_the_plugin(mypy_path: Path | None, mypy_cache: Path) -> None:
+    examples = sorted((ROOT / "examples").glob("*.py"))
+    version, errors = run_mypy(examples, mypy_path, mypy_cache / str(mypy_path is None))
+    assert errors == [], (version, errors)
+
+
+def test_the_rule_cases_pass_under_the_oldest_mypy(oldest_mypy: Path, tmp_path: Path) -> None:
+    """The same YAML cases as the main run, with `mypy` on PATH being the oldest supported."""
+    shim = tmp_path / "bin" / "mypy"
+    shim.parent.mkdir()
+    shim.write_text(f'#!/bin/sh\nPYTHONPATH="{oldest_mypy}" exec "{sys.executable}" -m mypy "$@"\n')
+    shim.chmod(0o755)
+    base = tmp_path / "base"
+    base.mkdir()
+    env = {**os.environ, "PATH": f"{shim.parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", str(RULE_CASES), "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+         f"--mypy-testing-base={base}", f"--mypy-ini-file={CONFIG}"],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert re.search(r"\b\d+ passed\b", result.stdout) and "failed" not in result.stdout.splitlines()[-1]
+
+
+def test_lmdsl_check_finds_the_same_mistakes_without_running_anything(capsys: pytest.CaptureFixture[str]) -> None:
+    from lmdsl.cli import main
+
+    assert main(["check", str(MISTAKES)]) == 1
+    out = capsys.readouterr().out
+    codes = re.findall(r"  \[(lmdsl-[a-z]+)\]$", out, re.MULTILINE)
+    assert codes == ["lmdsl-wiring"] * 5, out
+    assert "Found 5 errors in 1 file" in out
+
+
+def test_lmdsl_check_passes_the_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    from lmdsl.cli import main
+
+    assert main(["check", str(ROOT / "examples")]) == 0, capsys.readouterr().out
+    assert "Success: no issues found" in capsys.readouterr().out
+
+
+# -- one rule table: the plugin and decoration time agree on every type -------------------------
+
+ANNOTATIONS = [
+    "str", "int", "float", "bool", "Literal['a', 'b']", "Literal[1, True]", "Color", "Item", "Row",
+    "list[str]", "list[Item]", "dict[str, int]", "dict[Literal['a', 'b'], int]", "tuple[str, int]",
+    "tuple[int, ...]", "Optional[str]", "int | str", "list[Optional[int]]",
+    "set[str]", "frozenset[int]", "object", "Any", "Callable[[str], str]", "dict[int, str]", "list",
+    "dict", "bytes", "Point", "list[set[int]]", "dict[str, object]", "BadRow", "Tags", "Path",
+]
+
+PRELUDE = '''
+# mypy: disable-error-code="empty-body"
+import enum
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal, NamedTuple, Optional
+from typing_extensions import TypeAlias, TypedDict  # pydantic needs this TypedDict before Python 3.12
+from pydantic import BaseModel
+import lmdsl
+
+class Color(enum.Enum):
+    RED = "red"
+
+class Item(BaseModel):
+    name: str
+
+class Row(TypedDict):
+    name: str
+    items: list[Item]
+
+class BadRow(TypedDict):
+    name: str
+    tags: set[str]
+
+class Point(NamedTuple):
+    x: int
+
+Tags: TypeAlias = set[str]
+'''
+
+
+def test_the_plugin_and_decoration_time_judge_every_type_alike(tmp_path: Path, mypy_cache: Path) -> None:
+    source = PRELUDE + "".join(
+        textwrap.dedent(f'''
+        @lmdsl.fuzzy
+        def takes_{n}(value: {a}) -> str:
+            """Use the value."""
+            ...
+
+        @lmdsl.fuzzy
+        def returns_{n}(text: str) -> {a}:
+            """Produce a value."""
+            ...
+        ''')
+        for n, a in enumerate(ANNOTATIONS)
+    )
+    module = tmp_path / "types_table.py"
+    module.write_text(source)
+
+    _, errors = run_mypy([module], None, mypy_cache / "True")
+    static = {(m.split(":")[0], code) for _, code, m in errors}
+    runtime = {(f.message.split(":")[0], f.code) for f in check_files([module])}
+    assert static == runtime, (sorted(static ^ runtime))
+    rejected = {name for name, _ in static}
+    for n, annotation in enumerate(ANNOTATIONS):  # the table itself, spelled out
+        ok = n < ANNOTATIONS.index("set[str]")
+        assert (f"takes_{n}" not in rejected) == ok, annotation
+
+
+def test_the_typed_surface_passes_basedpyright() -> None:
+    """tests/typing/assert_types.py under basedpyright (strict): exact types, caught mistakes."""
+    executable = shutil.which("basedpyright")
+    if executable is None:
+        pytest.skip("basedpyright is not installed (./dev test installs it)")
+    result = subprocess.run([executable], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert result.returncode == 0 and "0 errors" in result.stdout, result.stdout + result.stderr
