@@ -93,9 +93,10 @@ def _check_metric(metric: Metric, program: Program[..., Any]) -> SignatureError 
     prediction = hints.get(parameters[1].name, Any)
     if accepts(prediction, output):
         return None
-    name = getattr(metric, "__qualname__", repr(metric))
+    name = getattr(metric, "__name__", repr(metric))
     return SignatureError(
-        rules.metric_takes_output(name, program.name, type_name(prediction), type_name(output)), code=rules.WIRING
+        rules.metric_takes_output(name, program.__wrapped__.__name__, type_name(prediction), type_name(output)),
+        code=rules.WIRING,
     )
 
 
@@ -109,7 +110,9 @@ def _check_examples(examples: Sequence[Example], program: Program[..., Any]) -> 
         fields = list(getattr(example, "fields", example))
         for name in required:
             if name not in fields:
-                yield SignatureError(rules.example_lacks_input(number, program.name, name, fields), code=rules.WIRING)
+                yield SignatureError(
+                    rules.example_lacks_input(number, program.__wrapped__.__name__, name, fields), code=rules.WIRING
+                )
 
 
 def compile_program(program: Program[..., Any], *, write: bool = True) -> Compiled:

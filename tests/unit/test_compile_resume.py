@@ -1,0 +1,96 @@
+"""A compile killed mid-study (SIGKILL, no clean-up) resumes from its Optuna storage."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+optuna = pytest.importorskip("optuna", reason="MIPRO needs optuna (./dev test installs it)")
+
+TRIALS = 8
+SCRIPT = textwrap.dedent(
+    f'''
+    import sys, time
+    import lmdsl
+    from lmdsl.compiler import MIPRO, compile_program, optimize
+    from tests.unit.test_optimize import DEV, TRAIN, clean, exact, respond_with_proposals, sentiment
+
+    artifact, delay = sys.argv[1], float(sys.argv[2])
+
+    def slow(request):
+        time.sleep(delay)
+        return respond_with_proposals(request)
+
+    @optimize(trainset=TRAIN, devset=DEV, metric=exact, artifact=artifact,
+              optimizer=MIPRO(trials={TRIALS}, minibatch_size=3, full_eval_every=4, instructions=2, demo_sets=3,
+                              seed=1, threads=1))
+    @lmdsl.program
+    def prog(text: str) -> str:
+        return sentiment(clean(text))
+
+    with lmdsl.using(model=lmdsl.ScriptedModel(slow)):
+        compiled = compile_program(prog)
+    print("lm_calls", compiled.lm_calls)
+    '''
+)
+
+
+def start(script: Path, artifact: Path, delay: float) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, str(script), str(artifact), str(delay)], cwd=ROOT, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def finish(process: subprocess.Popen[str]) -> int:
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err[-3000:]
+    return int(out.split("lm_calls")[1].split()[0])
+
+
+def completed(storage: str) -> int:
+    try:
+        study = optuna.load_study(study_name="prog", storage=storage)
+    except KeyError:  # not created yet
+        return 0
+    return sum(1 for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE)
+
+
+def test_a_killed_compile_resumes_where_it_stopped(tmp_path: Path) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    script = tmp_path / "compile_prog.py"
+    script.write_text(SCRIPT)
+    artifact = tmp_path / "prog.lmdsl.json"
+    storage = f"sqlite:///{tmp_path / 'prog.lmdsl.json.optuna.sqlite3'}"
+
+    process = start(script, artifact, delay=0.02)
+    deadline = time.monotonic() + 240
+    while completed(storage) < 3:
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "the compile made no progress"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    killed_at = completed(storage)
+    assert 3 <= killed_at < TRIALS and not artifact.exists()
+
+    resumed_calls = finish(start(script, artifact, delay=0.0))
+    study = optuna.load_study(study_name="prog", storage=storage)
+    assert completed(storage) == TRIALS  # the trials from before the kill count; none is repeated
+    assert len(study.trials) <= TRIALS + 1  # at most the one trial the kill cut short
+    assert artifact.exists()
+
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    fresh_calls = finish(start(script, fresh / "prog.lmdsl.json", delay=0.0))
+    assert resumed_calls < fresh_calls  # the resumed compile skipped the trials already done
