@@ -43,6 +43,7 @@ class Ticket(BaseModel):
 @lmdsl.fuzzy
 def triage(message: str) -> Ticket:
     """Decide which team should handle a customer-support message, and whether it is urgent."""
+    ...
 
 
 triage.params = lmdsl.Params(

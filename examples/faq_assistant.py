@@ -49,6 +49,7 @@ def retrieve(query: str, k: int = 2) -> list[str]:
 @lmdsl.fuzzy
 def search_query(question: str) -> str:
     """Rewrite the customer's question as a short search query of key words."""
+    ...
 
 
 class Answer(BaseModel):
@@ -59,6 +60,7 @@ class Answer(BaseModel):
 @lmdsl.fuzzy(retries=2)
 def answer(question: str, passages: list[str]) -> Answer:
     """Answer the customer's question using only the numbered passages."""
+    ...
 
 
 @answer.ensure

@@ -31,6 +31,7 @@ ARTIFACT = HERE / "build" / "find_order.lmdsl.json"
 @lmdsl.fuzzy
 def order_number(message: str) -> str:
     """Extract the order number from the customer's message, as digits only."""
+    ...
 
 
 def exact(example: lmdsl.Example, prediction: str) -> bool:

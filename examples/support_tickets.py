@@ -38,6 +38,7 @@ def route(message: str) -> Intent:
     Args:
         message: what the customer wrote
     """
+    ...
 
 
 class Triage(BaseModel):
@@ -49,6 +50,7 @@ class Triage(BaseModel):
 @lmdsl.fuzzy(strategy=lmdsl.chain_of_thought)
 def triage(message: str) -> Triage:
     """Triage a customer-support message for the support team."""
+    ...
 
 
 @dataclass(frozen=True)
