@@ -78,7 +78,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import importlib.util
 import json
 import os
@@ -543,24 +542,26 @@ def embedded_model() -> Path:
 
 
 def run_dspy(setup: Setup, data: Data, steps: Sequence[str], server_log: Path) -> None:
-    """DSPy's side. Needs dspy, so it runs in the bench venv (imports are dynamic and untyped)."""
+    """DSPy's side. Needs dspy, so it runs in the bench venv (typed by the project's stubs/dspy)."""
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # else LiteLLM fetches a price list
     try:
-        dspy: Any = importlib.import_module("dspy")
+        import dspy
+        from dspy.propose.grounded_proposer import GroundedProposer
+        from dspy.utils.callback import BaseCallback
     except ImportError:
         raise SystemExit(f"dspy is not installed in {sys.executable}; see this script's docstring") from None
     if dspy.__version__ != DSPY_VERSION:
         print(f"warning: dspy {dspy.__version__}, the benchmark was written for {DSPY_VERSION}", flush=True)
-    callback_module: Any = importlib.import_module("dspy.utils.callback")
 
     requested = [0]
     counter_lock = threading.Lock()
 
-    def on_lm_start(self: Any, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
-        with counter_lock:
-            requested[0] += 1
+    class CallCounter(BaseCallback):
+        def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+            with counter_lock:
+                requested[0] += 1
 
-    counter = type("CallCounter", (callback_module.BaseCallback,), {"on_lm_start": on_lm_start})()
+    counter = CallCounter()
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     server = Server(embedded_model(), setup.llama_threads, server_log)
@@ -568,7 +569,7 @@ def run_dspy(setup: Setup, data: Data, steps: Sequence[str], server_log: Path) -
         server.wait_ready()
         print(f"llama.cpp server on {server.base} (log: {server_log})", flush=True)
 
-        def lm(max_tokens: int) -> Any:
+        def lm(max_tokens: int) -> dspy.LM:
             return dspy.LM("openai/smollm2", api_base=server.base, api_key="none", max_tokens=max_tokens,
                            engine="litellm", temperature=0.0, cache=setup.dspy_cache == "memory")
 
@@ -581,15 +582,15 @@ def run_dspy(setup: Setup, data: Data, steps: Sequence[str], server_log: Path) -
         signature = dspy.Signature("text: str -> label: Literal['positive', 'negative']", INSTRUCTIONS)
         student = dspy.Predict(signature)
 
-        def examples(rows: Sequence[dict[str, str]]) -> list[Any]:
+        def examples(rows: Sequence[dict[str, str]]) -> list[dspy.Example]:
             return [dspy.Example(text=row["text"], label=row["label"]).with_inputs("text") for row in rows]
 
         train, dev, valset = examples(data.train), examples(data.dev), examples(data.valset)
 
-        def exact(example: Any, prediction: Any, trace: Any = None) -> bool:
+        def exact(example: dspy.Example, prediction: dspy.Prediction, trace: Any = None) -> bool:
             return bool(getattr(prediction, "label", None) == example.label)
 
-        def evaluate(program: Any) -> tuple[float, int, int, float]:
+        def evaluate(program: dspy.Module) -> tuple[float, int, int, float]:
             """Accuracy (%), unparsed outputs, real LM calls, seconds: the whole dev set, cache off."""
             fresh_cache(False)
             before, started = server.requests(), time.perf_counter()
@@ -600,14 +601,14 @@ def run_dspy(setup: Setup, data: Data, steps: Sequence[str], server_log: Path) -
             unparsed = sum(1 for _, prediction, _ in result.results if getattr(prediction, "label", None) not in LABELS)
             return 100 * sum(scores) / len(dev), unparsed, server.requests() - before, seconds
 
-        def describe(program: Any) -> tuple[str, dict[str, Any]]:
+        def describe(program: dspy.Module) -> tuple[str, dict[str, Any]]:
             predictor = program.predictors()[0]
             instructions = predictor.signature.instructions
             changed = instructions.strip() != INSTRUCTIONS
             text = f"{len(predictor.demos)} demos" + (", a proposed instruction" if changed else ", the docstring")
             return text, {"instructions": instructions, "demos": len(predictor.demos)}
 
-        def mipro(seed: int) -> Any:
+        def mipro(seed: int) -> dspy.Module:
             optimizer = dspy.MIPROv2(
                 metric=exact, prompt_model=prompt_lm, task_model=task_lm, auto="light",
                 max_bootstrapped_demos=setup.max_demos, max_labeled_demos=setup.max_labeled,
@@ -615,7 +616,7 @@ def run_dspy(setup: Setup, data: Data, steps: Sequence[str], server_log: Path) -
             )
             return optimizer.compile(student, trainset=train, valset=valset)
 
-        def measure(step: str, name: str, settings: str, compile: Callable[[list[str]], Any]) -> Row:
+        def measure(step: str, name: str, settings: str, compile: Callable[[list[str]], dspy.Module | None]) -> Row:
             """Compile (fresh cache, calls counted at the server), then score on the whole dev set."""
             print(f"\n== DSPy: {name} ==", flush=True)
             fresh_cache(setup.dspy_cache == "memory")
@@ -645,14 +646,14 @@ def run_dspy(setup: Setup, data: Data, steps: Sequence[str], server_log: Path) -
                   f"{row.compile_lm_calls} + {row.eval_lm_calls}, compile {row.compile_seconds:.0f} s", flush=True)
             return row
 
-        def random_search(failures: list[str]) -> Any:
+        def random_search(failures: list[str]) -> dspy.Module:
             optimizer = dspy.BootstrapFewShotWithRandomSearch(
                 metric=exact, max_bootstrapped_demos=setup.max_demos, max_labeled_demos=setup.max_labeled,
                 num_candidate_programs=setup.candidates, num_threads=setup.threads, max_errors=10**9,
             )
             return optimizer.compile(student, trainset=train, valset=dev)
 
-        def mipro_as_is(failures: list[str]) -> Any:
+        def mipro_as_is(failures: list[str]) -> dspy.Module | None:
             # MIPROv2's instruction proposer does not catch a reply it cannot parse, so one bad
             # proposal ends the compile with AdapterParseError. Do what a user would: run it
             # again with the next seed, counting the calls of the failed attempts too.
@@ -667,24 +668,24 @@ def run_dspy(setup: Setup, data: Data, steps: Sequence[str], server_log: Path) -
 
         tolerated: list[str] = []
 
-        def mipro_tolerant(failures: list[str]) -> Any:
+        def mipro_tolerant(failures: list[str]) -> dspy.Module:
             """MIPROv2 with one change: a proposal that fails keeps the current instruction (as lmdsl's MIPRO does)."""
-            proposer: Any = importlib.import_module("dspy.propose.grounded_proposer").GroundedProposer
-            original = proposer.propose_instruction_for_predictor
+            original = GroundedProposer.propose_instruction_for_predictor
 
-            def propose(self: Any, *args: Any, **kwargs: Any) -> Any:
+            def propose(self: GroundedProposer, *args: Any, **kwargs: Any) -> str:
                 try:
                     return original(self, *args, **kwargs)
                 except Exception as error:
                     tolerated.append(f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:120]}")
                     predictor = kwargs["predictor"] if "predictor" in kwargs else args[1]
-                    return predictor.signature.instructions
+                    instructions: str = predictor.signature.instructions
+                    return instructions
 
-            proposer.propose_instruction_for_predictor = propose
+            setattr(GroundedProposer, "propose_instruction_for_predictor", propose)
             try:
                 return mipro(setup.seed)
             finally:
-                proposer.propose_instruction_for_predictor = original
+                setattr(GroundedProposer, "propose_instruction_for_predictor", original)
 
         for step in steps:
             if step == "uncompiled":
