@@ -105,11 +105,9 @@ def check_files(files: Sequence[Path], *, on_file: Callable[[Path], None] | None
             with collecting() as found:
                 try:
                     runpy.run_path(str(file), run_name="__lmdsl_check__")
-                except SignatureError as error:
-                    report(error, None)
-                    found[-len(error.problems):] = [
-                        Finding(str(file), _error_line(error, file), f.message, f.code) for f in found[-len(error.problems):]
-                    ]
+                except SignatureError as error:  # raised outside a collecting decorator: at the line that raised
+                    line = _error_line(error, file)
+                    found.extend(Finding(str(file), line, str(problem), problem.code) for problem in error.problems)
                 except Exception as error:
                     found.append(Finding(str(file), _error_line(error, file), f"cannot be loaded: {type(error).__name__}: {error}", None))
             findings.extend(found)

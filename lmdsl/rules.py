@@ -10,7 +10,6 @@ heavy: the mypy plugin loads it inside mypy.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -108,6 +107,8 @@ def _first(shapes: Iterable[Shape], allow_none: bool, seen: frozenset[object]) -
 
 
 def did_you_mean(name: str, choices: Sequence[str]) -> str:
+    import difflib  # only when there is a mistake to explain: rules loads with `import lmdsl`
+
     close = difflib.get_close_matches(name, list(choices), n=1)
     return f' (did you mean "{close[0]}"?)' if close else ""
 
