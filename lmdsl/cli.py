@@ -112,12 +112,14 @@ def _run(args: argparse.Namespace) -> int:
 
 def _compile(args: argparse.Namespace) -> int:
     from lmdsl.evaluate import evaluate
-    from lmdsl.compiler.decorator import CompileConfig, compile_program
+    from lmdsl.compiler.decorator import CompileConfig, compile_program, keeps_a_study
 
     program = load_program(args.target)
     config = program.compile_config
     if not isinstance(config, CompileConfig):
         raise UsageFailure(f"{args.target} has no compile configuration: decorate it with @lmdsl.optimize(...)")
+    if args.storage is not None and not keeps_a_study(config.optimizer):
+        raise UsageFailure(f"--storage: {type(config.optimizer).__name__} keeps no study (MIPRO does)")
     _show_compiler_progress()
     devset = list(config.devset if config.devset is not None else config.trainset)
     if not devset:
@@ -126,7 +128,7 @@ def _compile(args: argparse.Namespace) -> int:
     program.reset_params()  # the baseline is the uncompiled program, even when an artifact exists
     with using(**options):
         before = evaluate(program, devset, config.metric, threads=args.threads, progress=None)
-        compiled = compile_program(program, write=not args.dry_run)
+        compiled = compile_program(program, write=not args.dry_run, storage=args.storage)
         original = program.params
         program.params = dict(compiled.params)
         try:
@@ -266,6 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--model", help="a model string (default: the configured model)")
     compile_.add_argument("--threads", type=int, default=4, help="parallel examples when evaluating")
     compile_.add_argument("--dry-run", action="store_true", help="do not write the artifact")
+    compile_.add_argument(
+        "--storage", metavar="URL",
+        help="where MIPRO keeps its Optuna study, e.g. postgresql://host/db, to share it between workers (default: an SQLite file beside the artifact)",
+    )
     compile_.set_defaults(handler=_compile)
 
     eval_ = commands.add_parser("eval", help="score a program on a dev set")

@@ -21,7 +21,7 @@ import threading
 import types
 import typing
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -361,20 +361,34 @@ def dump_params(program: str, functions: Mapping[str, FuzzyFunction[..., Any]]) 
     """Plain JSON data for the parameters of `functions`."""
     from lmdsl import __version__
 
-    entries: dict[str, Any] = {}
-    for name, fn in functions.items():
-        sig = fn.signature
-        demos = []
-        for demo in fn.params.demos:
-            demos.append(
-                {
-                    "inputs": {k: sig.field(k).adapter.dump_python(v, mode="json") for k, v in demo.inputs.items()},
-                    "output": sig.output.adapter.dump_python(demo.output, mode="json"),
-                    "reasoning": demo.reasoning,
-                }
-            )
-        entries[name] = {"signature": sig.fingerprint, "instructions": fn.params.instructions, "demos": demos}
+    entries = {
+        name: {"signature": fn.signature.fingerprint, "instructions": fn.params.instructions, "demos": dump_demos(fn, fn.params.demos)}
+        for name, fn in functions.items()
+    }
     return {"format": PARAMS_FORMAT, "lmdsl": __version__, "program": program, "functions": entries}
+
+
+def dump_demos(fn: FuzzyFunction[..., Any], demos: Sequence[Demo]) -> list[dict[str, Any]]:
+    """Demos as plain JSON data, each value dumped through its annotation's adapter."""
+    sig = fn.signature
+    return [
+        {
+            "inputs": {k: sig.field(k).adapter.dump_python(v, mode="json") for k, v in demo.inputs.items()},
+            "output": sig.output.adapter.dump_python(demo.output, mode="json"),
+            "reasoning": demo.reasoning,
+        }
+        for demo in demos
+    ]
+
+
+def load_demos(fn: FuzzyFunction[..., Any], data: object) -> tuple[Demo, ...]:
+    """The inverse of `dump_demos`, checked against the function's signature; `ArtifactError` if it does not fit."""
+    try:
+        entries = TypeAdapter(list[_DemoFile]).validate_python(data)
+        params = fn.check_params(Params("", tuple(Demo(d.inputs, d.output, d.reasoning) for d in entries)))
+    except (ValidationError, LMDSLError) as error:
+        raise ArtifactError(f"demos of {fn.signature.qualname} do not fit its signature: {error}") from None
+    return params.demos
 
 
 def read_params_file(path: Path) -> _ParamsFile:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 from lmdsl import checking, rules
 from lmdsl.config import settings
-from lmdsl.errors import SignatureError
+from lmdsl.errors import ConfigurationError, SignatureError
 from lmdsl.serializable import accepts, type_name
 from lmdsl.compiler.artifact import write_artifact
 from lmdsl.compiler.base import Compiled, Metric, Optimizer
@@ -115,17 +115,29 @@ def _check_examples(examples: Sequence[Example], program: Program[..., Any]) -> 
                 )
 
 
-def compile_program(program: Program[..., Any], *, write: bool = True) -> Compiled:
-    """Run a program's attached optimizer and, if it names one, write the artifact."""
+def keeps_a_study(optimizer: Optimizer) -> bool:
+    """Whether an optimizer keeps an Optuna study (and so takes a `storage` URL), as MIPRO does."""
+    return dataclasses.is_dataclass(optimizer) and hasattr(optimizer, "storage")
+
+
+def compile_program(program: Program[..., Any], *, write: bool = True, storage: str | None = None) -> Compiled:
+    """Run a program's attached optimizer and, if it names one, write the artifact.
+
+    `storage` (a database URL) overrides where a resumable optimizer keeps its study, so
+    workers on several machines can share one; by default it is an SQLite file beside the artifact.
+    """
     config = program.compile_config
     if not isinstance(config, CompileConfig):
         raise TypeError(f"{program.name} has no compile configuration: decorate it with @lmdsl.optimize(...)")
     program.reset_params()  # compile from the docstrings, never from a previously loaded artifact
     optimizer = config.optimizer
-    if config.artifact is not None and getattr(optimizer, "storage", "unset") is None and dataclasses.is_dataclass(optimizer):
-        # a resumable optimizer keeps its study beside the artifact unless told otherwise
+    resumable = keeps_a_study(optimizer)
+    if storage is not None and not resumable:
+        raise ConfigurationError(f"{type(optimizer).__name__} keeps no study, so it takes no storage URL (MIPRO does)")
+    if storage is None and config.artifact is not None and resumable and getattr(optimizer, "storage") is None:
         storage = f"sqlite:///{config.artifact.with_name(config.artifact.name + '.optuna.sqlite3').resolve()}"
-        optimizer = dataclasses.replace(optimizer, storage=storage, study_name=getattr(optimizer, "study_name", None) or program.name)
+    if storage is not None:
+        optimizer = dataclasses.replace(optimizer, storage=storage)  # type: ignore[type-var]
     compiled = optimizer.compile(program, config.trainset, config.metric, devset=config.devset)
     if write and config.artifact is not None:
         model = settings().model_for(None)

@@ -86,13 +86,14 @@ class BootstrapFewShot:
     rounds: int = 1
     threshold: float | None = None
     max_lm_calls: int | None = None
+    max_total_tokens: int | None = None
     seed: int = 0
 
     def compile(
         self, program: Program[..., Any], trainset: Sequence[Example], metric: Metric, *, devset: Sequence[Example] | None = None
     ) -> Compiled:
         started = time.perf_counter()
-        budget = Budget(self.max_lm_calls)
+        budget = Budget(self.max_lm_calls, self.max_total_tokens)
         with budget.counting():
             params = self.bootstrap(program, trainset, metric, budget=budget)
         return Compiled(params, None, None, (Candidate("bootstrapped", params, None),), budget.lm_calls,
@@ -167,7 +168,7 @@ class RandomSearch:
 
     The candidates: zero-shot, labelled demos only, demos bootstrapped in training
     order, then `candidates - 3` bootstraps over shuffled training sets with a random
-    number of demos in [1, max_demos]. Stops early when `max_lm_calls` is spent.
+    number of demos in [1, max_demos]. Stops early when `max_lm_calls` or `max_total_tokens` is spent.
     """
 
     candidates: int = 8
@@ -176,6 +177,7 @@ class RandomSearch:
     rounds: int = 1
     threshold: float | None = None
     max_lm_calls: int | None = None
+    max_total_tokens: int | None = None
     threads: int = 4
     seed: int = 0
 
@@ -186,9 +188,11 @@ class RandomSearch:
 
         started = time.perf_counter()
         dev = list(devset if devset is not None else trainset)
-        budget = Budget(self.max_lm_calls)
+        budget = Budget(self.max_lm_calls, self.max_total_tokens)
         rng = random.Random(self.seed)
-        bootstrapper = BootstrapFewShot(self.max_demos, self.max_labeled, self.rounds, self.threshold, None, self.seed)
+        bootstrapper = BootstrapFewShot(
+            max_demos=self.max_demos, max_labeled=self.max_labeled, rounds=self.rounds, threshold=self.threshold, seed=self.seed
+        )
         original = program.params
         tried: list[Candidate] = []
         best: Candidate | None = None

@@ -12,20 +12,28 @@
 
 The study lives in Optuna storage (`storage=`, e.g. a SQLite URL beside the
 artifact), so an interrupted compile resumes where it stopped, and a shared
-database URL lets several processes work on one study. Candidates are rebuilt on
-resume from the (cached, seeded) LM calls, so they come out the same.
+database URL lets several processes work on one study: it holds the candidates
+(proposed once, by whichever worker got there first), every trial tagged with
+its worker, and the full-dev-set scores, and each worker stops when the study
+has `trials` completed trials. Its default name carries a digest of the program's
+signatures, the data, the model and the settings that shape the candidates, so a
+changed program starts a new study rather than resuming a stale one.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 import json
 import logging
+import os
 import random
+import socket
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -33,13 +41,15 @@ from pydantic import BaseModel, Field
 
 from lmdsl.compiler.base import Budget, BudgetExhausted, Candidate, Compiled, Metric
 from lmdsl.compiler.few_shot import BootstrapFewShot, labelled_params
-from lmdsl.config import using
-from lmdsl.errors import ConfigurationError, LMDSLError
+from lmdsl.config import settings, using
+from lmdsl.errors import ArtifactError, ConfigurationError, LMDSLError
 from lmdsl.fuzzy import FuzzyFunction, fuzzy
+from lmdsl.program import dump_demos, load_demos
 from lmdsl.prompt import Demo, Params
 
 if TYPE_CHECKING:
     from lmdsl.evaluate import Example
+    from lmdsl.config import ModelSpec
     from lmdsl.program import Program
 
 TIPS = {
@@ -51,6 +61,8 @@ TIPS = {
     "persona": 'Give the model a persona suited to the task (for example "You are a ...").',
 }
 MAX_SOURCE_CHARS = 4000
+SQLITE_WAIT_SECONDS = 120
+_SETUP_SETTINGS = frozenset({"minibatch_size", "instructions", "demo_sets", "max_demos", "max_labeled", "seed"})
 log = logging.getLogger("lmdsl.compiler")
 
 
@@ -96,6 +108,7 @@ class MIPRO:
     max_labeled: int = 4
     proposer: str | None = None
     max_lm_calls: int | None = None
+    max_total_tokens: int | None = None
     threads: int = 4
     seed: int = 0
     storage: str | None = None
@@ -114,94 +127,129 @@ class MIPRO:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         started = time.perf_counter()
         dev = list(devset if devset is not None else trainset)
-        rng = random.Random(self.seed)
         names = list(program.functions)
         original = program.params
-        budget = Budget(self.max_lm_calls)
-        tried: list[Candidate] = []
-        full: dict[str, float] = {}
+        budget = Budget(self.max_lm_calls, self.max_total_tokens)
+        study = self._study(optuna, program, trainset, dev)
 
-        def score(choice: Mapping[str, tuple[int, int]], examples: Sequence[Example]) -> float:
-            program.params = self._params(choice, instructions, demo_sets)
+        def score(choice: Mapping[str, Sequence[int]], examples: Sequence[Example]) -> float:
+            program.params = self._params(choice, candidates)
             try:
                 return evaluate(program, examples, metric, threads=self.threads, progress=False).score
             finally:
                 program.params = original
 
         with budget.counting():
-            demo_sets = self._demo_sets(program, trainset, metric, budget, rng)
-            log.info("%d demo sets per function, %d LM calls so far", len(demo_sets), budget.lm_calls)
-            instructions = self._instructions(program, trainset, demo_sets, rng)
-            log.info("instruction candidates: %s", {name: len(texts) for name, texts in instructions.items()})
+            stored = _Candidates.stored(study, program)
+            candidates = stored if stored is not None else self._candidates(program, trainset, metric, budget).share(study, program)
             baseline_choice = {name: (0, 0) for name in names}
-            baseline = score(baseline_choice, dev)
-            full[_key(baseline_choice)] = baseline
-            tried.append(Candidate("zero-shot, docstrings", self._params(baseline_choice, instructions, demo_sets), baseline))
-            study = optuna.create_study(
-                direction="maximize",
-                sampler=optuna.samplers.TPESampler(seed=self.seed, multivariate=True),
-                storage=self.storage,
-                study_name=self.study_name or f"lmdsl-{self.seed}",
-                load_if_exists=self.storage is not None,
-            )
-            full.update({k.removeprefix("full:"): v for k, v in study.user_attrs.items() if k.startswith("full:")})
-            done = sum(1 for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE)
+            baseline = candidates.full_scores(study).get(_key(baseline_choice))
+            if baseline is None:
+                baseline = score(baseline_choice, dev)
+                study.set_user_attr(candidates.full_attr(_key(baseline_choice)), baseline)
             try:
-                for number in range(done, self.trials):
+                while (done := _completed(optuna, study)) < self.trials:
                     budget.check()
+                    candidates = candidates.current(study, program)
                     trial = study.ask()
+                    trial.set_user_attr("candidates", candidates.digest)
+                    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
                     choice = {
                         name: (
-                            int(trial.suggest_categorical(f"{name}:instruction", list(range(len(instructions[name]))))),
-                            int(trial.suggest_categorical(f"{name}:demos", list(range(len(demo_sets))))),
+                            int(trial.suggest_categorical(f"{name}:instruction", list(range(len(candidates.instructions[name]))))),
+                            int(trial.suggest_categorical(f"{name}:demos", list(range(len(candidates.demo_sets))))),
                         )
                         for name in names
                     }
-                    batch = dev if len(dev) <= self.minibatch_size else random.Random(self.seed * 7919 + number).sample(dev, self.minibatch_size)
+                    batch = dev if len(dev) <= self.minibatch_size else random.Random(self.seed * 7919 + trial.number).sample(dev, self.minibatch_size)
                     value = score(choice, batch)
                     study.tell(trial, value)
-                    log.info("trial %d/%d: %.1f on %d examples, %d LM calls so far", number + 1, self.trials, value, len(batch), budget.lm_calls)
-                    if (number + 1) % self.full_eval_every == 0 or number + 1 == self.trials:
-                        self._full_evaluation(study, full, score, dev)
+                    log.info("trial %d/%d: %.1f on %d examples, %d LM calls so far", done + 1, self.trials, value, len(batch), budget.lm_calls)
+                    if (done + 1) % self.full_eval_every == 0 and done + 1 < self.trials:
+                        self._full_evaluation(study, candidates, score, dev)
+                self._full_evaluation(study, candidates, score, dev)
             except BudgetExhausted:
                 pass
+        full = candidates.full_scores(study)
         best_key = max(full, key=lambda key: full[key])
-        best_choice = {name: tuple(pair) for name, pair in json.loads(best_key).items()}
+        tried = [Candidate("zero-shot, docstrings", self._params(baseline_choice, candidates), baseline)]
         for key, value in full.items():
             if key != _key(baseline_choice):
-                tried.append(Candidate(f"trial combination {key}", self._params(json.loads(key), instructions, demo_sets), value))
+                tried.append(Candidate(f"trial combination {key}", self._params(json.loads(key), candidates), value))
         return Compiled(
-            self._params(best_choice, instructions, demo_sets), full[best_key], baseline, tuple(tried),
+            self._params(json.loads(best_key), candidates), full[best_key], baseline, tuple(tried),
             budget.lm_calls, budget.tokens, time.perf_counter() - started, {"optimizer": "MIPRO", **asdict(self)},
         )
 
-    def _full_evaluation(self, study: Any, full: dict[str, float], score: Any, dev: Sequence[Example]) -> None:
+    def _candidates(self, program: Program[..., Any], trainset: Sequence[Example], metric: Metric, budget: Budget) -> _Candidates:
+        rng = random.Random(self.seed)
+        demo_sets = self._demo_sets(program, trainset, metric, budget, rng)
+        log.info("%d demo sets per function, %d LM calls so far", len(demo_sets), budget.lm_calls)
+        instructions = self._instructions(program, trainset, demo_sets, rng)
+        log.info("instruction candidates: %s", {name: len(texts) for name, texts in instructions.items()})
+        return _Candidates.of(program, instructions, demo_sets)
+
+    def _study(self, optuna: Any, program: Program[..., Any], trainset: Sequence[Example], dev: Sequence[Example]) -> Any:
+        """Create or load the study for exactly this program, data, model and settings.
+
+        The default name carries a digest of all of them, so a changed docstring or data set starts
+        a new study instead of resuming one whose trials meant other candidates; a study named
+        explicitly must match what it was started with.
+        """
+        setup = {
+            "functions": {name: fn.signature.fingerprint for name, fn in program.functions.items()},
+            "trainset": [dict(getattr(e, "fields", e)) for e in trainset],
+            "devset": [dict(getattr(e, "fields", e)) for e in dev],
+            "model": _model_name(settings().model_for(None)),
+            "proposer": self.proposer,
+            "settings": {k: v for k, v in asdict(self).items() if k in _SETUP_SETTINGS},
+        }
+        digest = hashlib.sha256(json.dumps(setup, sort_keys=True, default=repr).encode()).hexdigest()[:16]
+        with _creating(optuna, self.storage) as storage:
+            study = optuna.create_study(
+                direction="maximize",
+                sampler=optuna.samplers.TPESampler(seed=self.seed, multivariate=True),
+                storage=storage,
+                study_name=self.study_name or f"{program.name}-{digest}",
+                load_if_exists=storage is not None,
+            )
+            found = study.user_attrs.get("setup")
+            if found is None:
+                study.set_user_attr("setup", digest)
+        if found not in (None, digest):
+            raise ConfigurationError(
+                f"the Optuna study {study.study_name!r} in {self.storage} was started for another version of "
+                f"{program.name} (its fuzzy functions, data, model or MIPRO settings differ): give MIPRO another "
+                "study_name, or leave study_name unset to get one named after the setup"
+            )
+        return study
+
+    def _full_evaluation(self, study: Any, candidates: _Candidates, score: Any, dev: Sequence[Example]) -> None:
         """Score on the whole dev set the not-yet-scored combination with the best mean minibatch score."""
         means: dict[str, list[float]] = defaultdict(list)
         for trial in study.trials:
-            if trial.value is not None:
+            if trial.value is not None and trial.user_attrs.get("candidates") == candidates.digest:
                 choice: dict[str, list[int]] = {}
                 for param, index in trial.params.items():
                     name, _, part = param.rpartition(":")
                     choice.setdefault(name, [0, 0])[0 if part == "instruction" else 1] = int(index)
                 means[_key(choice)].append(trial.value)
+        full = candidates.full_scores(study)
         pending = [(sum(v) / len(v), k) for k, v in means.items() if k not in full]
         if not pending:
             return
         _, key = max(pending)
-        full[key] = score(json.loads(key), dev)
-        study.set_user_attr(f"full:{key}", full[key])
-        log.info("full evaluation of the best combination so far: %.1f", full[key])
+        value = score(json.loads(key), dev)
+        study.set_user_attr(candidates.full_attr(key), value)
+        log.info("full evaluation of the best combination so far: %.1f", value)
 
-    def _params(
-        self, choice: Mapping[str, Sequence[int]], instructions: Mapping[str, list[str]], demo_sets: list[dict[str, tuple[Demo, ...]]]
-    ) -> dict[str, Params]:
-        return {name: Params(instructions[name][i], demo_sets[d][name]) for name, (i, d) in choice.items()}
+    def _params(self, choice: Mapping[str, Sequence[int]], candidates: _Candidates) -> dict[str, Params]:
+        return {name: Params(candidates.instructions[name][i], candidates.demo_sets[d][name]) for name, (i, d) in choice.items()}
 
     def _demo_sets(
         self, program: Program[..., Any], trainset: Sequence[Example], metric: Metric, budget: Budget, rng: random.Random
     ) -> list[dict[str, tuple[Demo, ...]]]:
-        bootstrapper = BootstrapFewShot(self.max_demos, self.max_labeled, 1, None, None, self.seed)
+        bootstrapper = BootstrapFewShot(max_demos=self.max_demos, max_labeled=self.max_labeled, seed=self.seed)
         sets: list[dict[str, tuple[Demo, ...]]] = [{name: () for name in program.functions}]
         for number in range(1, self.demo_sets):
             if budget.exhausted:
@@ -257,6 +305,99 @@ class MIPRO:
                     if text and text not in candidates[name]:
                         candidates[name].append(text)
         return candidates
+
+
+@dataclass(frozen=True)
+class _Candidates:
+    """The instructions and demo sets a study searches over, kept in the study itself.
+
+    Resumed runs and other workers read them back instead of proposing again, so every
+    trial's indices mean the same candidates even when the proposer is a hosted model
+    that never repeats itself. `encoded` is their JSON; its digest tags trials and scores.
+    """
+
+    instructions: Mapping[str, list[str]]
+    demo_sets: list[dict[str, tuple[Demo, ...]]]
+    encoded: str
+
+    @classmethod
+    def of(
+        cls, program: Program[..., Any], instructions: Mapping[str, list[str]], demo_sets: list[dict[str, tuple[Demo, ...]]]
+    ) -> _Candidates:
+        functions = program.functions
+        data = {
+            "instructions": instructions,
+            "demo_sets": [{name: dump_demos(functions[name], demos) for name, demos in s.items()} for s in demo_sets],
+        }
+        return cls(instructions, demo_sets, json.dumps(data, sort_keys=True, ensure_ascii=False))
+
+    @classmethod
+    def decode(cls, encoded: str, program: Program[..., Any]) -> _Candidates:
+        """Read candidates back, checked against the program: a study is data, never trusted."""
+        functions = program.functions
+        try:
+            data = json.loads(encoded)
+            instructions = {name: [str(text) for text in data["instructions"][name]] for name in functions}
+            demo_sets = [{name: load_demos(functions[name], s[name]) for name in functions} for s in data["demo_sets"]]
+            if not demo_sets or any(not texts for texts in instructions.values()):
+                raise ValueError("no candidates")
+        except (ValueError, TypeError, KeyError, ArtifactError) as error:
+            raise ArtifactError(f"the Optuna study holds unreadable MIPRO candidates ({error}); delete the study to start afresh") from None
+        return cls(instructions, demo_sets, encoded)
+
+    @classmethod
+    def stored(cls, study: Any, program: Program[..., Any]) -> _Candidates | None:
+        encoded = study.user_attrs.get("candidates")
+        return None if encoded is None else cls.decode(encoded, program)
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.encoded.encode()).hexdigest()[:16]
+
+    def share(self, study: Any, program: Program[..., Any]) -> _Candidates:
+        """Store these unless another worker got there first; either way, use what the study holds."""
+        if study.user_attrs.get("candidates") is None:
+            study.set_user_attr("candidates", self.encoded)
+        return self.current(study, program)
+
+    def current(self, study: Any, program: Program[..., Any]) -> _Candidates:
+        """The study's candidates: these, unless a worker that started at the same moment overwrote them."""
+        encoded = study.user_attrs.get("candidates")
+        return self if encoded in (None, self.encoded) else self.decode(encoded, program)
+
+    def full_attr(self, key: str) -> str:
+        return f"full:{self.digest}:{key}"
+
+    def full_scores(self, study: Any) -> dict[str, float]:
+        """Whole-dev-set scores of combinations of these candidates, by any worker."""
+        prefix = self.full_attr("")
+        return {k.removeprefix(prefix): float(v) for k, v in study.user_attrs.items() if k.startswith(prefix)}
+
+
+@contextmanager
+def _creating(optuna: Any, url: str | None) -> Iterator[Any]:
+    """The storage for `url`; an SQLite file is opened under a file lock and waits on a busy database.
+
+    Workers that start together on a new SQLite file would otherwise race to create
+    Optuna's tables (an IntegrityError in one of them), and a write that meets another
+    worker's lock would fail after SQLite's default 5 s instead of waiting.
+    """
+    path = url.removeprefix("sqlite:///") if url is not None and url.startswith("sqlite:///") else None
+    if path is None or path in ("", ":memory:"):
+        yield url
+        return
+    from filelock import FileLock
+
+    with FileLock(f"{path}.lock", timeout=SQLITE_WAIT_SECONDS):
+        yield optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": SQLITE_WAIT_SECONDS}})
+
+
+def _completed(optuna: Any, study: Any) -> int:
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+
+
+def _model_name(model: ModelSpec) -> str:
+    return model if isinstance(model, str) else model.name
 
 
 def _key(choice: Mapping[str, Sequence[int]]) -> str:

@@ -102,3 +102,26 @@ def test_compile_of_a_program_without_optimize_is_a_usage_error(tmp_path: Path, 
     path.write_text("import lmdsl\n@lmdsl.program\ndef p(x: str) -> str:\n    return x\n")
     assert main(["compile", f"{path}:p"]) == 2
     assert "@lmdsl.optimize" in capsys.readouterr().err
+
+
+def test_compile_storage_puts_mipros_study_where_it_says(program_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    optuna = pytest.importorskip("optuna", reason="MIPRO needs optuna (./dev test installs it)")
+    mipro = program_file.parent / "mipro_app.py"
+    mipro.write_text(
+        program_file.read_text()
+        .replace("from lmdsl.compiler import RandomSearch", "from lmdsl.compiler import MIPRO")
+        .replace("RandomSearch(candidates=3)", "MIPRO(trials=2, instructions=1, demo_sets=3, minibatch_size=4)")
+    )
+    shared = tmp_path / "shared" / "studies.sqlite3"
+    shared.parent.mkdir()
+    assert main(["compile", f"{mipro}:classify", "--storage", f"sqlite:///{shared}"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert not (program_file.parent / "classify.lmdsl.json.optuna.sqlite3").exists()
+    [name] = optuna.get_all_study_names(f"sqlite:///{shared}")
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{shared}")
+    assert name.startswith("classify-") and len(study.trials) == 2
+
+
+def test_compile_storage_for_an_optimizer_without_a_study_is_refused(program_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compile", f"{program_file}:classify", "--storage", f"sqlite:///{tmp_path / 's.sqlite3'}"]) == 2
+    assert "--storage: RandomSearch keeps no study" in capsys.readouterr().err

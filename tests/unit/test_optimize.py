@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -227,3 +228,148 @@ def test_compile_program_keeps_a_resumable_study_beside_the_artifact(tmp_path: P
 
     compile_program(resumable)
     assert (tmp_path / "p.json").exists() and (tmp_path / "p.json.optuna.sqlite3").exists()
+
+
+def proposing(word: str, calls: list[str]) -> Callable[[Request], dict[str, Any]]:
+    """`respond_with_proposals`, but proposals say `word`; each proposal request is logged in `calls`."""
+
+    def reply(request: Request) -> dict[str, Any]:
+        if '"instruction"' in (request.json_schema or ""):
+            calls.append(word)
+            return {"instruction": f"{word}: label the review's sentiment ({request.rollout})."}
+        return respond_with_proposals(request)
+
+    return reply
+
+
+def instructions_of(compiled: Any) -> set[str]:
+    return {c.params["sentiment"].instructions for c in compiled.candidates} | {compiled.params["sentiment"].instructions}
+
+
+def test_a_resumed_study_reuses_its_candidates_instead_of_proposing_again(tmp_path: Path) -> None:
+    from lmdsl.compiler import MIPRO
+
+    storage = f"sqlite:///{tmp_path / 'study.sqlite3'}"
+    options: dict[str, Any] = dict(minibatch_size=3, full_eval_every=2, instructions=3, demo_sets=3, seed=5, storage=storage)
+    first_calls: list[str] = []
+    with lmdsl.using(model=lmdsl.ScriptedModel(proposing("Alpha", first_calls))):
+        first = MIPRO(trials=2, **options).compile(classify, TRAIN, exact, devset=DEV)
+    assert first_calls == ["Alpha"] * 4  # two proposals for each of the two functions
+    # a proposer that now says something else (a hosted model at temperature 1 would) is never asked
+    later_calls: list[str] = []
+    with lmdsl.using(model=lmdsl.ScriptedModel(proposing("Beta", later_calls))):
+        resumed = MIPRO(trials=6, **options).compile(classify, TRAIN, exact, devset=DEV)
+    assert later_calls == []
+    assert not any(text.startswith("Beta") for text in instructions_of(resumed))
+    assert resumed.lm_calls < first.lm_calls + 4 * len(DEV)  # no bootstrapping, no baseline again
+    assert resumed.baseline == first.baseline
+
+
+def test_workers_that_start_together_end_up_searching_one_set_of_candidates(tmp_path: Path) -> None:
+    import optuna
+
+    from lmdsl.compiler import MIPRO
+
+    options: dict[str, Any] = dict(minibatch_size=3, full_eval_every=2, instructions=2, demo_sets=3, seed=5, study_name="shared")
+    other = f"sqlite:///{tmp_path / 'other.sqlite3'}"
+    with lmdsl.using(model=lmdsl.ScriptedModel(proposing("Beta", []))):
+        MIPRO(trials=1, storage=other, **options).compile(classify, TRAIN, exact, devset=DEV)
+    theirs = optuna.load_study(study_name="shared", storage=other).user_attrs["candidates"]
+
+    storage = f"sqlite:///{tmp_path / 'study.sqlite3'}"
+    ours: list[str] = []
+
+    def another_worker_stores_first(request: Request) -> dict[str, Any]:
+        if '"instruction"' in (request.json_schema or "") and not ours:
+            # while this worker proposes, one that started at the same moment stores its candidates
+            optuna.load_study(study_name="shared", storage=storage).set_user_attr("candidates", theirs)
+        return proposing("Alpha", ours)(request)
+
+    with lmdsl.using(model=lmdsl.ScriptedModel(another_worker_stores_first)):
+        compiled = MIPRO(trials=4, storage=storage, **options).compile(classify, TRAIN, exact, devset=DEV)
+    assert ours  # this worker did propose its own ...
+    assert all(text.startswith(("Beta", "Classify")) for text in instructions_of(compiled))  # ... and searched the stored ones
+    study = optuna.load_study(study_name="shared", storage=storage)
+    assert study.user_attrs["candidates"] == theirs
+    digests = {t.user_attrs["candidates"] for t in study.trials}
+    assert len(digests) == 1 and all(t.user_attrs["worker"].endswith(f":{__import__('os').getpid()}") for t in study.trials)
+
+
+def test_a_named_study_started_for_other_data_is_refused(tmp_path: Path) -> None:
+    from lmdsl.compiler import MIPRO
+
+    optimizer = MIPRO(trials=1, instructions=1, demo_sets=2, minibatch_size=6, storage=f"sqlite:///{tmp_path / 's.sqlite3'}", study_name="s")
+    optimizer.compile(classify, TRAIN, exact, devset=DEV)
+    optimizer.compile(classify, TRAIN, exact, devset=DEV)  # the same setup resumes
+    with pytest.raises(lmdsl.ConfigurationError, match="another version of classify"):
+        optimizer.compile(classify, TRAIN[:4], exact, devset=DEV)
+
+
+def test_a_changed_program_compiles_into_a_new_study_beside_the_artifact(tmp_path: Path) -> None:
+    import optuna
+
+    from lmdsl.compiler import MIPRO
+
+    @lmdsl.fuzzy
+    def short(text: str) -> Literal["positive", "negative"]:
+        """Classify the sentiment."""
+
+    @lmdsl.fuzzy
+    def longer(text: str) -> Literal["positive", "negative"]:
+        """Classify the sentiment of a movie review."""
+
+    def build(labeller: lmdsl.FuzzyFunction[[str], Literal["positive", "negative"]]) -> lmdsl.Program[[str], str]:
+        @optimize(trainset=TRAIN, devset=DEV, metric=exact, artifact=tmp_path / "p.json",
+                  optimizer=MIPRO(trials=1, instructions=1, demo_sets=2, minibatch_size=6))
+        @lmdsl.program
+        def labelled(text: str) -> str:
+            return labeller(text)
+
+        return labelled
+
+    with lmdsl.using(model=lmdsl.ScriptedModel(lambda r: {"short" if '"short"' in (r.json_schema or "") else "longer": "positive"})):
+        compile_program(build(short))
+        compile_program(build(longer))
+    storage = f"sqlite:///{tmp_path / 'p.json.optuna.sqlite3'}"
+    names = optuna.get_all_study_names(storage)
+    assert len(names) == 2 and all(name.rpartition("-")[0].endswith("labelled") for name in names)
+
+
+def test_unreadable_candidates_in_a_study_are_an_artifact_error(tmp_path: Path) -> None:
+    import optuna
+
+    from lmdsl.compiler import MIPRO
+
+    storage = f"sqlite:///{tmp_path / 's.sqlite3'}"
+    optimizer = MIPRO(trials=1, instructions=1, demo_sets=2, minibatch_size=6, storage=storage, study_name="s")
+    optimizer.compile(classify, TRAIN, exact, devset=DEV)
+    study = optuna.load_study(study_name="s", storage=storage)
+    stored = json.loads(study.user_attrs["candidates"])
+    stored["demo_sets"][1]["sentiment"] = [{"inputs": {"text": "x"}, "output": "neutral", "reasoning": None}]
+    study.set_user_attr("candidates", json.dumps(stored))
+    with pytest.raises(lmdsl.ArtifactError, match="unreadable MIPRO candidates.*sentiment"):
+        optimizer.compile(classify, TRAIN, exact, devset=DEV)
+    study.set_user_attr("candidates", "{not json")
+    with pytest.raises(lmdsl.ArtifactError, match="delete the study"):
+        optimizer.compile(classify, TRAIN, exact, devset=DEV)
+
+
+@pytest.mark.parametrize("optimizer", ["random search", "mipro"])
+def test_a_token_budget_stops_the_search(optimizer: str) -> None:
+    from lmdsl.compiler import MIPRO
+
+    unbounded = (
+        RandomSearch(candidates=8, threads=1) if optimizer == "random search" else MIPRO(trials=8, instructions=1, minibatch_size=3, threads=1)
+    ).compile(classify, TRAIN, exact, devset=DEV)
+    bounded = (
+        RandomSearch(candidates=8, threads=1, max_total_tokens=unbounded.tokens // 3)
+        if optimizer == "random search"
+        else MIPRO(trials=8, instructions=1, minibatch_size=3, threads=1, max_total_tokens=unbounded.tokens // 3)
+    ).compile(classify, TRAIN, exact, devset=DEV)
+    assert bounded.tokens < unbounded.tokens
+    assert bounded.settings["max_total_tokens"] == unbounded.tokens // 3
+
+
+def test_a_storage_url_for_an_optimizer_without_a_study_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(lmdsl.ConfigurationError, match="RandomSearch keeps no study"):
+        compile_program(decorated, storage=f"sqlite:///{tmp_path / 's.sqlite3'}")
