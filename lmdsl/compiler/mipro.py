@@ -171,6 +171,7 @@ class MIPRO:
             except BudgetExhausted:
                 pass
         full = candidates.full_scores(study)
+        full.setdefault(_key(baseline_choice), baseline)  # zero-shot is the same choice under any candidates
         best_key = max(full, key=lambda key: full[key])
         tried = [Candidate("zero-shot, docstrings", self._params(baseline_choice, candidates), baseline)]
         for key, value in full.items():
