@@ -44,9 +44,20 @@ class _Loaded:
     lock: threading.Lock
 
 
-@functools.cache
+# llama.cpp silences its loading by pointing file descriptors 1 and 2 (and sys.stdout/stderr)
+# at /dev/null and back, which is not thread-safe: two threads loading at once can leave the
+# process's output pointing at /dev/null for good. One lock makes loading one at a time.
+_LOADING = threading.Lock()
+
+
 def _load(path: Path, n_ctx: int) -> _Loaded:
     """Load a model once per process; every backend on the same file shares it and its lock."""
+    with _LOADING:
+        return _load_once(path, n_ctx)
+
+
+@functools.cache
+def _load_once(path: Path, n_ctx: int) -> _Loaded:
     try:
         from llama_cpp import Llama
     except ImportError as error:

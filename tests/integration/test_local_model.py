@@ -14,7 +14,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 import lmdsl
-from lmdsl.lm.local import LocalModel, _load, embedded_model_path
+from lmdsl.lm.local import LocalModel, _load_once, embedded_model_path
 
 pytestmark = [
     pytest.mark.integration,
@@ -139,7 +139,35 @@ def test_model_is_loaded_once_and_shared_by_path() -> None:
     with lmdsl.using(model=f"local:{path}"):
         assert type(add(1, 2)) is int
     assert LocalModel(path).name == f"local:{path.resolve()}"
-    assert _load.cache_info().currsize == 1
+    assert _load_once.cache_info().currsize == 1
+
+
+FIRST_CALLS_IN_THREADS = """
+import lmdsl
+
+@lmdsl.fuzzy
+def echo(text: str) -> str:
+    \"\"\"Repeat the text.\"\"\"
+    ...
+
+print("before", flush=True)
+outcomes = echo.map([{"text": str(i)} for i in range(8)], threads=4)
+print("after", sum(o.error is None for o in outcomes))
+"""
+
+
+@pytest.mark.parametrize("run", range(3))
+def test_loading_the_model_from_several_threads_keeps_the_process_output(tmp_path: Path, run: int) -> None:
+    # llama.cpp points stdout/stderr at /dev/null while it loads; threads that loaded at once
+    # used to leave them there, so nothing printed after the first parallel call appeared.
+    script = tmp_path / "first_calls.py"
+    script.write_text(FIRST_CALLS_IN_THREADS)
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=180,
+        env={"LMDSL_CACHE_DIR": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["before", "after", "8"]
 
 
 def test_cache_serves_the_second_identical_call(tmp_path: Path) -> None:
