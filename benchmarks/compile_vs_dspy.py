@@ -712,7 +712,7 @@ def run_dspy(setup: Setup, data: Data, steps: Sequence[str], server_log: Path) -
                 row = measure(step, "MIPROv2", 'auto="light"', mipro_as_is)
                 if row.dev_accuracy is None and setup.dspy_mipro_tolerant and "mipro-tolerant" not in steps:
                     run_tolerant()
-            else:
+            elif step == "mipro-tolerant":
                 run_tolerant()
     finally:
         server.stop()

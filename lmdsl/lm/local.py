@@ -103,6 +103,7 @@ class LocalModel:
                 )
             self._name = f"local:{self._path}"
         self._n_ctx = n_ctx
+        self._loaded: _Loaded | None = None  # the shared model, looked up on the first call
         # llama.cpp's own default: without it, small models loop on one list item until max_tokens.
         self._repeat_penalty = repeat_penalty
         if repeat_penalty != 1.1:
@@ -111,6 +112,10 @@ class LocalModel:
     @property
     def name(self) -> str:
         return self._name
+
+    def _shared_model(self) -> _Loaded:
+        self._loaded = _load(self._path, self._n_ctx)
+        return self._loaded
 
     def complete(self, request: Request) -> Completion:
         kwargs: dict[str, Any] = {
@@ -122,7 +127,7 @@ class LocalModel:
         }
         if request.json_schema is not None:
             kwargs["grammar"] = _grammar(request.json_schema)
-        loaded = _load(self._path, self._n_ctx)
+        loaded = self._loaded or self._shared_model()
         with loaded.lock:
             try:
                 response: Any = loaded.llama.create_chat_completion(**kwargs)
