@@ -1,7 +1,10 @@
 """The `lmdsl` command line. Nothing imports this module.
 
-Exit codes: 0 success, 1 the run failed (the model, the cache, the setup),
-2 the command was given bad input (a bad target, bad JSON, fields that do not fit).
+Exit codes: 0 success; 1 the run failed (the model, a provider, the program, the cache);
+2 anything the user typed cannot be used: a bad target, `--input` that is not JSON (or too
+deep, or an integer past Python's digit limit), fields that do not fit, a `--model` that
+names no usable model, a file that is missing, unreadable or not a regular file, an
+artifact that is malformed. Each error is one line on stderr (`lmdsl: error: ...`).
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ from types import ModuleType
 from typing import Any
 
 from lmdsl.config import history, using
-from lmdsl.errors import InputError, LMDSLError
+from lmdsl.errors import ConfigurationError, InputError, LMDSLError
 from lmdsl.fuzzy import FuzzyFunction
+from lmdsl.lm import resolve_model
 from lmdsl.program import Program, read_params_file
+from lmdsl.unicode import printable
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -82,8 +87,10 @@ def _import_file(path: Path) -> ModuleType:
 def parse_inputs(fn: FuzzyFunction[..., Any], text: str) -> dict[str, Any]:
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise UsageFailure(f"--input is not valid JSON: {error}") from None
+    except RecursionError:
+        raise UsageFailure("--input is nested too deeply") from None
+    except ValueError as error:  # bad JSON, or an integer longer than Python's digit limit
+        raise UsageFailure(f"--input is not valid JSON: {printable(str(error))}") from None
     if not isinstance(data, dict):
         raise UsageFailure(f"--input must be a JSON object of named inputs, not {type(data).__name__}")
     try:
@@ -92,12 +99,25 @@ def parse_inputs(fn: FuzzyFunction[..., Any], text: str) -> dict[str, Any]:
         raise UsageFailure(str(error)) from None
 
 
+def model_option(model: str | None) -> dict[str, Any]:
+    """`using(...)` options for a `--model` the user typed: a string that names no usable model
+    (unknown, a missing GGUF file, a runtime not installed) is a usage error, caught before any work."""
+    if not model:
+        return {}
+    try:
+        resolve_model(model)
+    except ConfigurationError as error:
+        first, _, more = printable(str(error)).partition("\n")
+        forms = [line.split()[0] for line in more.splitlines() if line.startswith("  ") and line.strip()]
+        hint = f" {', '.join(forms)}" if forms else ""
+        raise UsageFailure(f"--model: {first}{hint}") from None
+    return {"model": model}
+
+
 def _run(args: argparse.Namespace) -> int:
+    options = model_option(args.model)
     fn = load_target(args.target)
     inputs = parse_inputs(fn, args.input)
-    options: dict[str, Any] = {}
-    if args.model:
-        options["model"] = args.model
     if args.no_cache:
         options["cache"] = False
     with using(**options):
@@ -124,7 +144,7 @@ def _compile(args: argparse.Namespace) -> int:
     devset = list(config.devset if config.devset is not None else config.trainset)
     if not devset:
         raise UsageFailure(f"{args.target}: the compile configuration has no examples to score")
-    options = {"model": args.model} if args.model else {}
+    options = model_option(args.model)
     program.reset_params()  # the baseline is the uncompiled program, even when an artifact exists
     with using(**options):
         before = evaluate(program, devset, config.metric, threads=args.threads, progress=None)
@@ -198,7 +218,7 @@ def _eval(args: argparse.Namespace) -> int:
         raise UsageFailure(str(error)) from None
     if not devset:
         raise UsageFailure(f"{args.devset} holds no examples")
-    options = {"model": args.model} if args.model else {}
+    options = model_option(args.model)
     with using(**options):
         result = evaluate(program, devset, metric, threads=args.threads, progress=None)
     print(result.summary())

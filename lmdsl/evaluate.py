@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import inspect
+import io
 import json
 import math
 import numbers
@@ -29,10 +30,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lmdsl.errors import InputError, LMDSLError
+from lmdsl.files import NotReadable, open_regular
 from lmdsl.fuzzy import FuzzyFunction
 from lmdsl.parallel import run_each
 from lmdsl.program import Program, TraceStep
 from lmdsl.records import CallRecord, capture
+from lmdsl.unicode import printable
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -40,6 +43,8 @@ if TYPE_CHECKING:
 Target = Program[..., Any] | FuzzyFunction[..., Any]
 Metric = Callable[..., float | bool]
 """`(example, prediction) -> float | bool` or `(example, prediction, trace) -> float | bool`."""
+
+MAX_LINE_CHARACTERS = 64 * 2**20  # one JSONL example; a longer line is not an example but a mistake
 
 _RESERVED = frozenset({"fields", "with_fields", "inputs_for", "labels_for", "_fields"})
 
@@ -221,17 +226,27 @@ def load_examples(
     return examples
 
 
+def _open_text(file: Path, *, newline: str | None = None) -> io.TextIOWrapper:
+    """The data file as UTF-8 text; `InputError` for a FIFO, a device, a directory, a missing file."""
+    try:
+        return io.TextIOWrapper(open_regular(file), encoding="utf-8-sig", newline=newline)
+    except NotReadable as error:
+        raise InputError(f"{printable(str(file))}: {error}") from None
+
+
 def _jsonl_rows(file: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with file.open(encoding="utf-8-sig") as handle:
+    with _open_text(file) as handle:
         number = 0
         while True:
             try:
-                text = handle.readline()
+                text = handle.readline(MAX_LINE_CHARACTERS + 1)
             except UnicodeDecodeError as error:
                 raise InputError(f"{file}, line {number + 1}: not UTF-8 text ({error.reason})") from None
             if not text:
                 return
             number += 1
+            if len(text) > MAX_LINE_CHARACTERS:
+                raise InputError(f"{file}, line {number}: longer than {MAX_LINE_CHARACTERS} characters")
             if not text.strip():
                 continue
             try:
@@ -244,7 +259,7 @@ def _jsonl_rows(file: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def _csv_rows(file: Path, mapping: Mapping[str, str] | None) -> Iterator[tuple[int, dict[str, Any]]]:
-    with file.open(encoding="utf-8-sig", newline="") as handle:
+    with _open_text(file, newline="") as handle:
         reader = csv.reader(handle)
         try:
             header = next(reader, None)

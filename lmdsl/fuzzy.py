@@ -30,6 +30,7 @@ from lmdsl.prompt import Demo, InvalidOutput, OutputFormat, Params, Prompt, retr
 from lmdsl.records import CallObserver, CallRecord, FunctionUsage, UsageCounter, observers
 from lmdsl.signature import Signature, build_signature
 from lmdsl.strategies import Generation, Strategy, predict
+from lmdsl.unicode import printable, surrogate_problem, surrogates_in
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -144,6 +145,9 @@ class FuzzyFunction(Generic[P, R]):
 
     def check_params(self, params: Params) -> Params:
         """`params` with each demo validated (and coerced) against the signature: `InputError` if one does not fit."""
+        problem = surrogate_problem(params.instructions)
+        if problem is not None:
+            raise InputError(f"{self.signature.qualname}: the instructions cannot be sent to a model: {problem}")
         return Params(params.instructions, tuple(self._checked_demo(demo) for demo in params.demos))
 
     @property
@@ -159,11 +163,19 @@ class FuzzyFunction(Generic[P, R]):
         sig = self.signature
         try:
             inputs = sig.validate_inputs(demo.inputs)
-            output = sig.output.adapter.validate_python(demo.output, context=inputs)
-        except ValidationError as error:
-            raise InputError(f"{sig.qualname}: a demo's output does not fit the return type: {error}") from None
         except InputError as error:
             raise InputError(f"{sig.qualname}: a demo's {error}", field=error.field) from None
+        problem = next(surrogates_in(demo.output, where="output"), None)
+        if problem is None and demo.reasoning is not None:
+            problem = next(surrogates_in(demo.reasoning, where="reasoning"), None)
+        if problem is not None:
+            raise InputError(f"{sig.qualname}: a demo's {problem[0]}: {problem[1]}")
+        try:
+            output = sig.output.adapter.validate_python(demo.output, context=inputs)
+        except (ValidationError, ValueError, RecursionError) as error:
+            raise InputError(
+                f"{sig.qualname}: a demo's output does not fit the return type: {printable(str(error))}"
+            ) from None
         return Demo(inputs, output, demo.reasoning)
 
     @property
@@ -186,13 +198,15 @@ class FuzzyFunction(Generic[P, R]):
     def map(self, items: Iterable[Mapping[str, Any]], *, threads: int = 4) -> list[Outcome[R]]:
         """Call once per item (inputs by name) on up to `threads` threads. Results keep the
         input order; an item that fails holds its error instead of a value."""
-        return run_each(lambda item: self.invoke(self.signature.validate_inputs(item)).output, items, threads=threads)
+        return run_each(lambda item: self.invoke(item).output, items, threads=threads)
 
     def invoke(self, inputs: Mapping[str, Any], *, feedback: tuple[Message, ...] = ()) -> CallRecord:
         """Run on inputs given by name and return the full record of the call. `feedback`
-        turns (an earlier answer and a critique) are added after the input."""
+        turns (an earlier answer and a critique) are added after the input. Inputs that do
+        not fit the signature raise `InputError` before anything is sent."""
         started = time.perf_counter()
-        inputs = self.signature.snapshot(inputs)
+        signature = self.signature
+        inputs = signature.snapshot(signature.validate_inputs(inputs))
         watchers = observers()
         if watchers:
             plan = next((p for w in reversed(watchers) if (p := w.plan(self, inputs)) is not None), None)
@@ -289,10 +303,9 @@ class FuzzyFunction(Generic[P, R]):
                     )
                     return Generation(output, reasoning, tuple(attempts))
                 last_valid = (output, reasoning)
-            attempts.append(
-                Attempt(request, completion.text, error, completion.usage, completion.finish_reason, completion.cached)
-            )
-            request = retry_request(request, completion.text, error, truncated=truncated)
+            text = printable(completion.text)  # a reply with lone surrogates is kept, escaped, so it can be shown
+            attempts.append(Attempt(request, text, error, completion.usage, completion.finish_reason, completion.cached))
+            request = retry_request(request, text, error, truncated=truncated)
         if rejected_by is None:
             raise OutputError(self.signature.qualname, attempts)
         return self._rejected(rejected_by, error, attempts, last_valid)

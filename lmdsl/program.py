@@ -17,6 +17,7 @@ import functools
 import inspect
 import json
 import logging
+import os
 import threading
 import types
 import typing
@@ -27,14 +28,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, PydanticUserError, TypeAdapter, ValidationError
+from pydantic.errors import PydanticSchemaGenerationError
 
 from lmdsl.errors import ArtifactError, AssertionFailed, InputError, LMDSLError
+from lmdsl.files import NotReadable, read_regular
 from lmdsl.fuzzy import AssertionWarning, FuzzyFunction
 from lmdsl.lm.types import Message
 from lmdsl.parallel import Outcome, run_each
 from lmdsl.prompt import Demo, Params
 from lmdsl.records import CallObserver, CallPlan, CallRecord, observing
+from lmdsl.signature import InputField, input_error
+from lmdsl.unicode import printable, surrogates_in
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -222,7 +227,7 @@ class Program(Generic[P, R]):
             if self._artifact_checked or self.artifact is None:
                 return
             self._artifact_checked = True
-            if not self.artifact.exists():
+            if not os.path.lexists(self.artifact):
                 logging.getLogger("lmdsl").info("%s: no artifact at %s yet; running uncompiled", self.name, self.artifact)
                 return
             try:
@@ -240,7 +245,7 @@ class Program(Generic[P, R]):
 
     def run(self, *args: P.args, **kwargs: P.kwargs) -> ProgramResult[R]:
         """Run and return the output with the trace of fuzzy calls."""
-        bound = self.python_signature.bind(*args, **kwargs)
+        bound = self._checked(self.python_signature.bind(*args, **kwargs))
         return self._execute(lambda: self._fn(*bound.args, **bound.kwargs))
 
     def invoke(self, inputs: Mapping[str, Any]) -> ProgramResult[R]:
@@ -249,7 +254,45 @@ class Program(Generic[P, R]):
             bound = self.python_signature.bind(**inputs)
         except TypeError as error:
             raise InputError(f"{self.name}: {error}") from None
+        bound = self._checked(bound)
         return self._execute(lambda: self._fn(*bound.args, **bound.kwargs))
+
+    @functools.cached_property
+    def _input_fields(self) -> tuple[InputField, ...]:
+        """The parameters whose annotation pydantic can check (resolved on first use, so types
+        defined after the program count); `Any`, protocols and arbitrary classes are not checked."""
+        try:
+            hints = typing.get_type_hints(self._fn)
+        except Exception:  # unresolvable annotations: nothing to check against
+            return ()
+        fields = []
+        for name, parameter in self.python_signature.parameters.items():
+            annotation = hints.get(name, Any)
+            if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD) or annotation is Any:
+                continue
+            try:
+                adapter: TypeAdapter[Any] = TypeAdapter(annotation)
+            except (PydanticSchemaGenerationError, PydanticUserError, TypeError):
+                continue
+            fields.append(InputField(name, annotation, None, adapter, parameter.default))
+        return tuple(fields)
+
+    def _checked(self, bound: inspect.BoundArguments) -> inspect.BoundArguments:
+        """Arguments checked against their annotations: `InputError` for a value that does not
+        fit. A value that already fits is passed as it is (the same object), one that needed
+        coercing (JSON data for a model) as coerced."""
+        arguments = bound.arguments
+        for field in self._input_fields:
+            if field.name not in arguments:
+                continue
+            value = arguments[field.name]
+            try:
+                checked = field.validate(value)
+            except (ValueError, RecursionError) as error:
+                raise input_error(field.name, value, error) from None
+            if checked is not value and not _equal(checked, value):
+                arguments[field.name] = checked
+        return bound
 
     async def acall(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run from asyncio without blocking the event loop."""
@@ -307,6 +350,14 @@ def program(
     if fn is None:
         return lambda function: Program(function, max_backtracks=max_backtracks)
     return Program(fn, max_backtracks=max_backtracks)
+
+
+def _equal(left: object, right: object) -> bool:
+    """`left == right`, False where comparing fails (a cycle, an array's elementwise result)."""
+    try:
+        return bool(left == right)
+    except (ValueError, TypeError, RecursionError):
+        return False
 
 
 def _referenced(fn: Callable[..., Any]) -> Iterator[tuple[str, Any]]:
@@ -393,23 +444,28 @@ def load_demos(fn: FuzzyFunction[..., Any], data: object) -> tuple[Demo, ...]:
 
 def read_params_file(path: Path) -> _ParamsFile:
     """Read and check the shape of a parameter file; any problem is an `ArtifactError`."""
+    name = printable(str(path))
     try:
-        size = path.stat().st_size
-        if size > MAX_PARAMS_BYTES:
-            raise ArtifactError(f"{path}: {size} bytes is too large for a parameter file")
-        data = json.loads(path.read_bytes())
-    except OSError as error:
-        raise ArtifactError(f"{path}: cannot read it ({error.strerror or error})") from None
-    except (ValueError, RecursionError) as error:
-        raise ArtifactError(f"{path}: not valid JSON ({error}); was it truncated?") from None
+        text = read_regular(path, limit=MAX_PARAMS_BYTES).decode("utf-8")
+    except NotReadable as error:
+        raise ArtifactError(f"{name}: {error}") from None
+    except UnicodeDecodeError as error:
+        raise ArtifactError(f"{name}: not valid JSON: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as error:  # bad JSON, an integer past Python's digit limit, depth
+        raise ArtifactError(f"{name}: not valid JSON ({printable(str(error))}); was it truncated?") from None
+    found = next(surrogates_in(data), None)
+    if found is not None:
+        raise ArtifactError(f"{name}: {found[0]}: {found[1]}")
     try:
         parsed = _ParamsFile.model_validate(data)
     except ValidationError as error:
-        first = error.errors()[0]
+        first = error.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ArtifactError(f"{path}: not a parameter file: {where}: {first['msg']}") from None
+        raise ArtifactError(f"{name}: not a parameter file: {where}: {first['msg']}") from None
     if parsed.format != PARAMS_FORMAT:
-        raise ArtifactError(f"{path}: format {parsed.format!r} is not {PARAMS_FORMAT!r}")
+        raise ArtifactError(f"{name}: format {parsed.format!r} is not {PARAMS_FORMAT!r}")
     return parsed
 
 

@@ -20,7 +20,8 @@ from pydantic import ValidationError
 
 from lmdsl.lm.types import Message, Request
 from lmdsl.serializable import type_name
-from lmdsl.signature import OutputSpec, Signature
+from lmdsl.signature import OutputSpec, Signature, input_error
+from lmdsl.unicode import printable, surrogate_problem
 
 REASONING_KEY = "reasoning"
 MAX_TOKENS_CAP = 4096
@@ -90,9 +91,12 @@ class OutputFormat:
         The call's inputs are the validation context, so pydantic validators can read
         them (`info.context["question"]`).
         """
+        problem = surrogate_problem(text)
+        if problem is not None:
+            raise InvalidOutput(f"the reply is not valid JSON: {problem}")
         try:
             data = pydantic_core.from_json(text)
-        except ValueError as error:
+        except ValueError as error:  # jiter also refuses "\ud800" escapes that decode to lone surrogates
             raise InvalidOutput(f"the reply is not valid JSON ({error})") from None
         if not isinstance(data, dict):
             raise InvalidOutput(f"the reply must be a JSON object, not {type(data).__name__}")
@@ -174,8 +178,18 @@ class Prompt:
         return "\n".join(lines)
 
     def render_inputs(self, values: Mapping[str, Any]) -> str:
-        """One `name: value` line per input, in the signature's order."""
-        return "\n".join([label + render(values[name]) for name, label, render in self._renderers if name in values])
+        """One `name: value` line per input, in the signature's order. A value with no JSON form
+        (a cycle, too deep, text that is not valid Unicode) is an `InputError` naming it."""
+        try:
+            return "\n".join([label + render(values[name]) for name, label, render in self._renderers if name in values])
+        except (ValueError, RecursionError):
+            for name, _, render in self._renderers:
+                if name in values:
+                    try:
+                        render(values[name])
+                    except (ValueError, RecursionError) as error:
+                        raise input_error(name, values[name], error) from None
+            raise
 
     def request(
         self,
@@ -209,7 +223,7 @@ def retry_request(request: Request, reply: str, error: str, *, truncated: bool) 
         "Reply again with only a JSON object that follows the schema, fixing that."
     )
     return Request(
-        messages=(*request.messages, Message("assistant", reply), Message("user", feedback)),
+        messages=(*request.messages, Message("assistant", printable(reply)), Message("user", feedback)),
         json_schema=request.json_schema,
         max_tokens=min(MAX_TOKENS_CAP, request.max_tokens * 2) if truncated else request.max_tokens,
         temperature=request.temperature,

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, get_args, get_origin
 
-from pydantic import BaseModel, PydanticUserError, TypeAdapter
+from pydantic import BaseModel, PydanticUserError, TypeAdapter, ValidationError
 from pydantic.errors import PydanticSchemaGenerationError
 from pydantic.fields import FieldInfo
 from typing_extensions import is_typeddict
@@ -28,8 +28,10 @@ from typing_extensions import is_typeddict
 from lmdsl.errors import InputError, SignatureError
 from lmdsl import rules
 from lmdsl.serializable import accepts, type_name, unsupported_reason
+from lmdsl.unicode import printable, surrogate_problem, surrogates_in
 
 _EMPTY = inspect.Parameter.empty
+_PLAIN = frozenset({str, int, float, bool})
 _SECTION = re.compile(r"^(Args|Arguments|Parameters|Returns|Return):\s*$", re.MULTILINE)
 _ARG_LINE = re.compile(r"^\s*(\*{0,2}\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
 
@@ -55,7 +57,13 @@ class InputField:
         return self.adapter.dump_json(value, warnings=False).decode()
 
     def validate(self, value: Any) -> Any:
-        """Coerce JSON-shaped data (from the CLI, a data file) into this field's type."""
+        """Check a value against this field's type, coercing JSON-shaped data (from the CLI, a
+        data file) as pydantic's lax mode does. A plain `str`/`int`/`float`/`bool` that already
+        has its annotation's exact type skips pydantic: the call path stays cheap."""
+        if type(value) is self.annotation and value.__class__ in _PLAIN:
+            if value.__class__ is str and (problem := surrogate_problem(value)) is not None:
+                raise _NotUnicode(problem)
+            return value
         return self.adapter.validate_python(value)
 
 
@@ -96,7 +104,10 @@ class Signature:
         copied = dict(inputs)
         for name in mutable:
             if name in copied:
-                copied[name] = copy.deepcopy(copied[name])
+                try:
+                    copied[name] = copy.deepcopy(copied[name])
+                except RecursionError as error:
+                    raise input_error(name, copied[name], error) from None
         return copied
 
     @property
@@ -112,34 +123,39 @@ class Signature:
     def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """Map call arguments to parameter names, as Python would, without `inspect` on the call path."""
         if len(args) > len(self._positional):
-            raise TypeError(
+            raise InputError(
                 f"{self.qualname}() takes {len(self._positional)} positional argument(s) "
                 f"but {len(args)} were given"
             )
         values = dict(zip(self._positional, args))
         for name, value in kwargs.items():
             if name not in self._keyword:
-                raise TypeError(f"{self.qualname}() got an unexpected keyword argument {name!r}")
+                raise InputError(f"{self.qualname}() got an unexpected keyword argument {printable(name)!r}", field=name)
             if name in values:
-                raise TypeError(f"{self.qualname}() got multiple values for argument {name!r}")
+                raise InputError(f"{self.qualname}() got multiple values for argument {name!r}", field=name)
             values[name] = value
         if len(values) < len(self.inputs):
             for name, default in self._defaults:
                 values.setdefault(name, default)
             missing = [f.name for f in self.inputs if f.name not in values]
             if missing:
-                raise TypeError(f"{self.qualname}() missing required argument(s): {', '.join(map(repr, missing))}")
+                raise InputError(
+                    f"{self.qualname}() missing required argument(s): {', '.join(map(repr, missing))}", field=missing[0]
+                )
         return values
 
     def validate_inputs(self, data: Mapping[str, Any]) -> dict[str, Any]:
-        """Validate JSON-shaped inputs by name; the error names the first field at fault."""
-        from pydantic import ValidationError
-
+        """Validate inputs by name against their annotations (every call path comes through
+        here: a direct call, `map`, `acall`, programs, the CLI); the error names the first
+        field at fault. Text that is not valid Unicode, and values nested too deeply or in
+        a cycle, are `InputError`s too."""
+        if not isinstance(data, Mapping):
+            raise InputError(f"{self.qualname} takes its inputs by name (a mapping), not {type(data).__name__}")
         unknown = [name for name in data if name not in self._keyword]
         if unknown:
+            name = printable(str(unknown[0]))
             raise InputError(
-                f"unknown input field {unknown[0]!r}; {self.qualname} takes {', '.join(self.input_names)}",
-                field=unknown[0],
+                f"unknown input field {name!r}; {self.qualname} takes {', '.join(self.input_names)}", field=name
             )
         values: dict[str, Any] = {}
         for f in self.inputs:
@@ -148,12 +164,11 @@ class Signature:
                     raise InputError(f"missing input field {f.name!r} ({type_name(f.annotation)})", field=f.name)
                 values[f.name] = f.default
                 continue
+            value = data[f.name]
             try:
-                values[f.name] = f.validate(data[f.name])
-            except ValidationError as error:
-                first = error.errors()[0]
-                where = ".".join(str(p) for p in (f.name, *first["loc"]))
-                raise InputError(f"input field {where!r}: {first['msg']}", field=f.name) from None
+                values[f.name] = f.validate(value)
+            except (ValueError, RecursionError) as error:  # a ValidationError, a lone surrogate, a cycle, depth
+                raise input_error(f.name, value, error) from None
         return values
 
     def bind_check(self, check: Callable[..., Any], role: str) -> Callable[[Any, Mapping[str, Any]], Any]:
@@ -317,6 +332,28 @@ def synthetic_function(
         return_annotation=returns,
     )
     return derived
+
+
+class _NotUnicode(ValueError):
+    """A string input holds a lone surrogate (the message says where)."""
+
+
+def input_error(name: str, value: Any, error: BaseException) -> InputError:
+    """The `InputError` for a value of input `name` that failed validation, copying or rendering
+    into a prompt (a cycle, too deep, a lone surrogate, a value of the wrong type)."""
+    if isinstance(error, ValidationError):
+        first = error.errors(include_url=False)[0]
+        where = ".".join(printable(str(p)) for p in (name, *first["loc"]))
+        return InputError(f"input field {where!r}: {printable(first['msg'])}", field=name)
+    if isinstance(error, RecursionError) or "recursion" in str(error).lower():
+        return InputError(f"input field {name!r} is nested too deeply to send to a model", field=name)
+    if "circular reference" in str(error).lower() or "cyclic" in str(error).lower():
+        return InputError(f"input field {name!r} contains itself (a cycle), which has no JSON form", field=name)
+    found = next(surrogates_in(value, where=name), None)
+    if found is not None or isinstance(error, (_NotUnicode, UnicodeError)) or "surrogates not allowed" in str(error):
+        path, problem = found or (name, "it is not valid Unicode")
+        return InputError(f"input field {path!r}: {problem}", field=name)
+    return InputError(f"input field {name!r}: {printable(str(error))}", field=name)
 
 
 def _immutable(annotation: Any) -> bool:

@@ -296,11 +296,38 @@ def test_an_output_error_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert len(module.GARBAGE.requests) == 3
 
 
-def test_an_unknown_model_string_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = write_target(tmp_path, SENTIMENT)
-    code, out, err = run(capsys, f"{path}:sentiment", "--input", '{"review": "x"}', "--model", "gpt5")
-    assert code == 1 and out == ""
-    assert err.startswith("lmdsl: ConfigurationError: unknown model string 'gpt5'")
+@pytest.mark.parametrize(
+    ("model", "fragment"),
+    [
+        ("gpt5", "unknown model string 'gpt5'; use one of: local, local:/path/model.gguf, anthropic:MODEL"),
+        ("local:/no/such/model.gguf", "no model file at /no/such/model.gguf"),
+        ("", None),
+    ],
+)
+def test_a_model_string_that_names_no_usable_model_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], model: str, fragment: str | None
+) -> None:
+    path = write_target(tmp_path, NEVER_CALLED)
+    code, out, err = run(capsys, f"{path}:tally", "--input", '{"label": "x", "count": 1}', "--model", model or "nope:x")
+    assert_usage_error(code, out, err, "--model: ", fragment or "unknown model string 'nope:x'")
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ('{"label": ' + "[" * 60_000 + "]" * 60_000 + ', "count": 1}', "nested too deeply"),
+        ('{"label": "x", "count": ' + "9" * 5000 + "}", "not valid JSON"),
+        ('{"label": "\\ud800", "count": 1}', "Unicode"),
+        ('{"label": "x", "count": 1, "\\udc00": 2}', "unknown input field"),
+    ],
+    ids=["deep", "long-integer", "lone-surrogate", "surrogate-key"],
+)
+def test_hostile_input_json_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, fragment: str
+) -> None:
+    path = write_target(tmp_path, NEVER_CALLED)
+    code, out, err = run(capsys, f"{path}:tally", "--input", text)
+    assert_usage_error(code, out, err, fragment)
 
 
 # -- options ----------------------------------------------------------------------------------------------------

@@ -1,0 +1,64 @@
+"""Opening files a user or a compile names (parameter files, artifacts, data sets) safely.
+
+A path can name something that is not a file: a FIFO (opening it for reading blocks
+until a writer comes), a device such as `/dev/zero` (its size reads as 0 and it never
+ends), a directory, or a symlink to any of them. `open_regular` opens without blocking
+and refuses all of those; `read_regular` then reads at most `limit + 1` bytes, whatever
+the size claims, so a file that grows while it is read cannot exhaust memory either.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import BinaryIO
+
+__all__ = ["NotReadable", "open_regular", "read_regular"]
+
+
+class NotReadable(Exception):
+    """The path cannot be read as a regular file; the message says why, without the path."""
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def open_regular(path: str | Path) -> BinaryIO:
+    """The file opened for reading in binary mode; `NotReadable` if it is missing, unreadable
+    or anything but a regular file (never blocks on a FIFO)."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as error:
+        raise NotReadable(f"cannot read it ({error.strerror or error})") from None
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotReadable(f"it is {_kind(mode)}, not a regular file")
+        os.set_blocking(descriptor, True)
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+def read_regular(path: str | Path, *, limit: int) -> bytes:
+    """At most `limit` bytes of a regular file; `NotReadable` if it is larger or not a regular file."""
+    with open_regular(path) as handle:
+        try:
+            data = handle.read(limit + 1)
+        except OSError as error:
+            raise NotReadable(f"cannot read it ({error.strerror or error})") from None
+    if len(data) > limit:
+        raise NotReadable(f"it is larger than {limit} bytes, too large for this kind of file")
+    return data
