@@ -14,7 +14,15 @@ from typing import Any, Literal
 import pytest
 
 import lmdsl
-from lmdsl.cache import CACHE_FILE, CachedBackend, CacheStore, default_cache_dir, open_store, request_key
+from lmdsl.cache import (
+    CACHE_FILE,
+    CachedBackend,
+    CacheStore,
+    default_cache_dir,
+    open_store,
+    request_key,
+    row_digest,
+)
 from lmdsl.lm.types import Completion, Message, Request, Usage
 from lmdsl.strategies import Generation, Run
 
@@ -64,7 +72,7 @@ def rows(directory: Path) -> list[tuple[str, str, str]]:
         return []
     connection = sqlite3.connect(path)
     try:
-        return list(connection.execute("SELECT key, model, value FROM completions ORDER BY key"))
+        return list(connection.execute("SELECT key, model, value FROM entries ORDER BY key"))
     finally:
         connection.close()
 
@@ -275,7 +283,7 @@ def test_the_memory_layer_is_a_bounded_lru(tmp_path: Path) -> None:
     assert len(store._memory) == 2
 
     connection = sqlite3.connect(tmp_path / CACHE_FILE)
-    connection.execute("DELETE FROM completions")
+    connection.execute("DELETE FROM entries")
     connection.commit()
     connection.close()
 
@@ -417,29 +425,45 @@ def test_a_corrupt_cache_file_never_breaks_a_fuzzy_call(tmp_path: Path) -> None:
     assert len(rows(tmp_path)) == 1
 
 
-@pytest.mark.parametrize(
-    "value",
-    [
-        "not json {",
-        "null",
-        "[]",
-        '"just a string"',
-        '{"text": "x"}',
-        '{"text": "x", "usage": [1], "finish_reason": "stop"}',
-        '{"text": "x", "usage": ["a", "b"], "finish_reason": "stop"}',
-        '{"text": "x", "usage": [1, 2]}',
-    ],
-)
-def test_an_unreadable_row_is_a_miss_and_is_overwritten(tmp_path: Path, value: str) -> None:
-    CacheStore(tmp_path).put("counting", req(), Completion("original"))
-    connection = sqlite3.connect(tmp_path / CACHE_FILE)
-    connection.execute("UPDATE completions SET value = ?", (value,))
+UNREADABLE_VALUES = [
+    "not json {",
+    "null",
+    "[]",
+    '"just a string"',
+    '{"text": "x"}',
+    '{"text": "x", "usage": [1], "finish_reason": "stop"}',
+    '{"text": "x", "usage": ["a", "b"], "finish_reason": "stop"}',
+    '{"text": "x", "usage": [1, 2]}',
+    '{"text": "x", "usage": [1, 2], "finish_reason": "maybe"}',
+    '{"text": "x", "usage": [true, 2], "finish_reason": "stop"}',
+    '{"text": "x", "usage": [-1, 2], "finish_reason": "stop"}',
+    '{"text": 5, "usage": [1, 2], "finish_reason": "stop"}',
+]
+
+
+def rewrite_row(directory: Path, value: str, *, resign: bool) -> None:
+    """Replace the value of every row; with `resign`, also store the matching digest (a forged row)."""
+    connection = sqlite3.connect(directory / CACHE_FILE)
+    connection.text_factory = bytes
+    for key, model in list(connection.execute("SELECT key, model FROM entries")):
+        digest = row_digest(key, model, value.encode()) if resign else b"0" * 64
+        connection.execute(
+            "UPDATE entries SET value = ?, digest = ? WHERE key = ?", (value, digest.decode(), key.decode())
+        )
     connection.commit()
     connection.close()
 
+
+@pytest.mark.parametrize("resign", [False, True], ids=["digest-mismatch", "forged-digest"])
+@pytest.mark.parametrize("value", UNREADABLE_VALUES)
+def test_an_unreadable_row_is_a_miss_and_is_overwritten(tmp_path: Path, value: str, resign: bool) -> None:
+    CacheStore(tmp_path).put("counting", req(), Completion("original"))
+    rewrite_row(tmp_path, value, resign=resign)
+
     backend = CountingBackend()
     cached = CachedBackend(backend, CacheStore(tmp_path))
-    miss = cached.complete(req())
+    with pytest.warns(lmdsl.CacheWarning, match="failed its check.*miss"):
+        miss = cached.complete(req())
     assert not miss.cached and miss.text == "echo hello"
     assert len(backend.calls) == 1
     assert corrupt_files(tmp_path) == []  # a bad row is not a bad file
