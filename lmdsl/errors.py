@@ -77,6 +77,14 @@ class ProviderRequestError(ProviderError):
     """The provider rejected the request itself (HTTP 400, 404, 413, 422): never retried."""
 
 
+class ProviderResponseError(ProviderError):
+    """The provider answered with success (HTTP 200) but a body that is not a valid reply of its
+    API: not JSON, not UTF-8, an HTML page, missing or mistyped fields; `message` says what is
+    wrong with it. Retried like a transient failure (a proxy's hiccup is the likely cause),
+    then raised.
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class Attempt:
     """One try at producing a valid output: what was sent, what came back, why it failed."""
@@ -180,6 +188,19 @@ class SandboxCodeError(SandboxError):
 
 class SandboxOutputError(SandboxError):
     """`result` is missing, not JSON-serialisable or too large, or the code printed too much."""
+
+
+class SandboxCrash(SandboxError):
+    """The code's process was killed by a signal (SIGSEGV, SIGABRT, SIGSYS...) that no limit explains.
+
+    `signal_number` is the signal, `signal_name` its name (`"SIGSEGV"`, or `"signal 77"`
+    for a number Python does not name).
+    """
+
+    def __init__(self, message: str, *, signal_number: int, signal_name: str, stdout: str = "") -> None:
+        super().__init__(message, stdout=stdout)
+        self.signal_number = signal_number
+        self.signal_name = signal_name
 
 
 class SandboxInputError(LMDSLError, ValueError):

@@ -23,13 +23,17 @@ from typing import Any
 @dataclass(frozen=True)
 class Reply:
     """One scripted HTTP answer: a JSON body with a status and headers, sent after `delay`
-    seconds; or, with `drop`, the connection closed without any answer."""
+    seconds; or, with `drop`, the connection closed without any answer. `raw` bytes, when
+    given, are sent as the body instead of `body` as JSON, labelled `content_type` (a
+    misbehaving server or proxy)."""
 
     status: int = 200
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     drop: bool = False
+    raw: bytes | None = None
+    content_type: str = "application/json"
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,13 @@ class FakeServer:
         """Answer the next requests with these replies, in order, then with `default`."""
         with self._lock:
             self._queue.extend(replies)
+
+    def reset(self, default: Responder) -> None:
+        """Start afresh with this default (a server shared by many tests or examples)."""
+        with self._lock:
+            self.default = default
+            self._queue.clear()
+            self.requests.clear()
 
     def bodies(self) -> list[Any]:
         return [request.body for request in self.requests]
@@ -107,10 +118,10 @@ def _handler(server: FakeServer) -> type[BaseHTTPRequestHandler]:
             if reply.drop:
                 self.close_connection = True
                 return
-            data = json.dumps(reply.body).encode()
+            data = json.dumps(reply.body).encode() if reply.raw is None else reply.raw
             try:
                 self.send_response(reply.status)
-                self.send_header("content-type", "application/json")
+                self.send_header("content-type", reply.content_type)
                 self.send_header("content-length", str(len(data)))
                 for name, value in reply.headers.items():
                     self.send_header(name, value)

@@ -26,7 +26,13 @@ re-ask would hide the failed attempts from that record and spend requests outsid
 function's budget. Native mode is built with the SDK alone: instructor 1.17's handler
 for it targets an older SDK (`output_format` and a beta header).
 
-Transient failures, the concurrency bound and the API key: see `lmdsl.lm.hosted`.
+The reply's body is checked against the API's shape (`ClaudeReply`) before anything reads it:
+content blocks of types the SDK knows, a text block's text a string, a tool_use block's
+input an object, whole token counts, a stop reason the SDK knows. instructor reads that
+checked reply, not the SDK's unvalidated model.
+
+Transient failures, a body that is not a reply, the concurrency bound and the API key: see
+`lmdsl.lm.hosted`.
 """
 
 from __future__ import annotations
@@ -35,16 +41,16 @@ import copy
 import functools
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal, Unpack
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, Unpack
+
+from pydantic import BaseModel, Field, StrictStr, field_validator, model_validator
 
 from lmdsl.errors import ConfigurationError, ModelUnavailableError
-from lmdsl.lm.hosted import HostedModel, HostedOptions
+from lmdsl.lm.hosted import HostedModel, HostedOptions, json_type, read_reply, validated
 from lmdsl.lm.types import Completion, Request, Usage
 
 if TYPE_CHECKING:
     from anthropic import Anthropic
-    from anthropic.types import Message as AnthropicMessage
-    from pydantic import BaseModel
 
 TOOL_NAME = "reply"
 WRAP_KEY = "value"  # a tool's input must be an object: any other schema travels under this key
@@ -84,27 +90,94 @@ class AnthropicModel(HostedModel):
         if system:
             kwargs["system"] = system
         if request.json_schema is None:
-            return _completion(self._create(kwargs), _text)
+            return self._create(kwargs, _text)
         schema = _schema(request.json_schema)
         if self.output == "native":
             kwargs["output_config"] = {"format": {"type": "json_schema", "schema": schema.native}}
-            return _completion(self._create(kwargs), schema.unwrap_text)
+            return self._create(kwargs, schema.unwrap_text)
         _, kwargs = _instructor_tools().request_handler(schema.reply_model, kwargs)
-        return _completion(self._create(kwargs), schema.tool_input)
+        return self._create(kwargs, schema.tool_input)
 
-    def _create(self, kwargs: dict[str, Any]) -> AnthropicMessage:
-        reply: AnthropicMessage = self._calls.send(lambda: self._client.messages.create(**kwargs))
-        return reply
+    def _create(self, kwargs: dict[str, Any], text: Callable[[ClaudeReply, bool], str]) -> Completion:
+        """The reply's completion, its text read by `text` (a reply that is not one is retried)."""
+        return self._calls.send(
+            lambda: self._client.messages.with_raw_response.create(**kwargs),
+            lambda response: read_reply(response, lambda status, data: _completion(_reply(status, data), text)),
+        )
 
 
-def _completion(reply: AnthropicMessage, text: Callable[[AnthropicMessage, bool], str]) -> Completion:
+Count = Annotated[int, Field(strict=True, ge=0)]
+
+
+@functools.cache
+def _known() -> tuple[frozenset[str], frozenset[str]]:
+    """The content block types and the stop reasons the installed SDK knows."""
+    import typing
+
+    from anthropic import types
+
+    blocks = {"text", "tool_use", "thinking", "redacted_thinking"}
+    union = typing.get_args(types.ContentBlock)  # Annotated[Union[...], discriminator]
+    for member in typing.get_args(union[0]) if union else ():
+        kind = getattr(member, "model_fields", {}).get("type")
+        if kind is not None:
+            blocks.update(typing.get_args(kind.annotation))
+    reasons = {"end_turn", "max_tokens", "stop_sequence", "tool_use", *typing.get_args(types.StopReason)}
+    return frozenset(blocks), frozenset(reasons)
+
+
+class ClaudeBlock(BaseModel):
+    """A content block; only text and tool_use blocks are read, the other known types skipped."""
+
+    type: StrictStr
+    text: Any = None
+    input: Any = None
+
+    @model_validator(mode="after")
+    def _checked(self) -> Self:
+        if self.type not in _known()[0]:
+            raise ValueError(f"{self.type!r} is not a content block type the SDK knows")
+        if self.type == "text" and not isinstance(self.text, str):
+            raise ValueError(f"a text block's text should be a string, not {json_type(self.text)}")
+        if self.type == "tool_use" and not isinstance(self.input, dict):
+            raise ValueError(f"a tool_use block's input should be an object, not {json_type(self.input)}")
+        return self
+
+
+class ClaudeUsage(BaseModel):
+    input_tokens: Count
+    output_tokens: Count
+    cache_creation_input_tokens: Count | None = None
+    cache_read_input_tokens: Count | None = None
+
+
+class ClaudeReply(BaseModel):
+    """The part of a Messages API reply this backend (and instructor) reads, checked: the SDK does not."""
+
+    content: list[ClaudeBlock]
+    stop_reason: StrictStr | None = None
+    usage: ClaudeUsage
+
+    @field_validator("stop_reason")
+    @classmethod
+    def _known_stop_reason(cls, reason: str | None) -> str | None:
+        if reason is not None and reason not in _known()[1]:
+            raise ValueError(f"{reason!r} is not a stop reason the SDK knows")
+        return reason
+
+
+def _reply(status: int, data: Any) -> ClaudeReply:
+    return validated(ClaudeReply, data, status)
+
+
+def _completion(reply: ClaudeReply, text: Callable[[ClaudeReply, bool], str]) -> Completion:
     usage = reply.usage
     read = usage.input_tokens + (usage.cache_creation_input_tokens or 0) + (usage.cache_read_input_tokens or 0)
     truncated = reply.stop_reason == "max_tokens"
     return Completion(text(reply, truncated), Usage(read, usage.output_tokens), "length" if truncated else "stop")
 
 
-def _text(reply: AnthropicMessage, truncated: bool = False) -> str:
+def _text(reply: ClaudeReply, truncated: bool = False) -> str:
     return "".join(block.text for block in reply.content if block.type == "text")
 
 
@@ -132,7 +205,7 @@ class _Schema:
     conversion of a reply back to the request's schema."""
 
     def __init__(self, schema_text: str) -> None:
-        from pydantic import BaseModel, ConfigDict
+        from pydantic import ConfigDict
 
         schema: dict[str, Any] = json.loads(schema_text)
         self.wrapped = schema.get("type") != "object"
@@ -163,27 +236,29 @@ class _Schema:
 
         return transform_schema(self.schema)
 
-    def tool_input(self, reply: AnthropicMessage, truncated: bool) -> str:
+    def tool_input(self, reply: ClaudeReply, truncated: bool) -> str:
         """The forced tool call's input as JSON text. A reply without exactly one tool call
         comes back as whatever the model wrote, for lmdsl's call loop to reject and re-ask."""
+        calls = [block.input for block in reply.content if block.type == "tool_use"]
         if truncated:  # instructor refuses a cut-off reply; the call loop retries it with more room
-            partial = [block.input for block in reply.content if block.type == "tool_use"]
-            return self._unwrapped(partial[0]) if partial and partial[0] else _text(reply)
+            return self._unwrapped(calls[0]) if calls and calls[0] else _text(reply)
         try:
             parsed = _instructor_tools().response_parser(
                 response=reply, response_model=self.reply_model, validation_context=None, strict=None
             )
         except ValueError:  # pydantic's ValidationError included: no tool call, or several
-            return _text(reply)
+            # one call whose input instructor's JSON parser refuses (a lone surrogate) is the
+            # model's output all the same: the call loop's parser says what is wrong with it
+            return self._unwrapped(calls[0]) if len(calls) == 1 else _text(reply)
         return self._unwrapped(dict(parsed.model_extra or {}))
 
-    def unwrap_text(self, reply: AnthropicMessage, truncated: bool) -> str:
+    def unwrap_text(self, reply: ClaudeReply, truncated: bool) -> str:
         text = _text(reply)
         if not self.wrapped:
             return text
         try:
             data = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             return text
         return self._unwrapped(data) if isinstance(data, dict) else text
 

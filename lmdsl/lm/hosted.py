@@ -8,21 +8,34 @@ turn that off (`max_retries=0`) and retry here instead, so that:
   waits instant (`RetryPolicy(sleep=...)`);
 - a concurrency slot is held only while a request is in flight, not while backing off;
 - a failure that will not go away ends in a typed `ProviderError` carrying the status and
-  the provider's message, with the API key removed, and saying what to fix.
+  the provider's message, with the API key removed, and saying what to fix;
+- a success status whose body is not a reply of the API is caught here too. The backends
+  read the raw body themselves (`read_reply`) instead of trusting the SDK's parse: the SDKs
+  build their models with `construct`, unvalidated, so garbage from a proxy would surface
+  later as a `JSONDecodeError`, an `AttributeError` or an `IndexError`.
 
 Retried: HTTP 408, 409, 429, 500, 502, 503, 504 and 529 (overloaded), timeouts and dropped
-connections, unless the provider says `x-should-retry: false`. Never retried: 401 and 403
+connections, unless the provider says `x-should-retry: false`; and a success whose body is
+not a valid reply (not JSON, an HTML page, missing or mistyped fields), most likely a
+proxy's hiccup, which ends in `ProviderResponseError`. Never retried: 401 and 403
 (`ProviderAuthError`), 400, 404, 413, 422 and other client errors (`ProviderRequestError`).
+
+Text that is valid JSON but not valid Unicode (a `\\ud800` escape) is the model's output,
+not a broken body: it reaches the call loop unchanged, whose parser rejects it and re-asks.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple, TypedDict, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from lmdsl.errors import (
     ConfigurationError,
@@ -30,9 +43,12 @@ from lmdsl.errors import (
     ProviderAuthError,
     ProviderError,
     ProviderRequestError,
+    ProviderResponseError,
 )
 
 T = TypeVar("T")
+R = TypeVar("R")
+M = TypeVar("M", bound=BaseModel)
 
 TRANSIENT_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 
@@ -120,12 +136,30 @@ def import_sdk(module: str, extra: str) -> Any:
 
 
 class Failure(NamedTuple):
-    """One failed HTTP request, as the retry policy sees it."""
+    """One failed HTTP request, as the retry policy sees it. `malformed`: a success status
+    whose body is not a reply of the API."""
 
     status: int | None
     message: str
     transient: bool
     retry_after: float | None = None
+    malformed: bool = False
+
+
+class MalformedReply(Exception):
+    """A success response whose body is not a valid reply of the provider's API. Raised
+    while reading a reply; `ProviderCalls` retries it and ends it in `ProviderResponseError`.
+
+    `description` says what is wrong and `excerpt` is the provider's text that shows it, both
+    whole: `ProviderCalls` removes the API key before it shortens them, so that no cut can
+    leave part of a key in a message.
+    """
+
+    def __init__(self, status: int, description: str, excerpt: str = "") -> None:
+        super().__init__(description)
+        self.status = status
+        self.description = description
+        self.excerpt = excerpt
 
 
 class SDKErrors(NamedTuple):
@@ -169,17 +203,20 @@ class ProviderCalls:
         self._secret = secret
         self._key_hint = key_hint
 
-    def send(self, request: Callable[[], T]) -> T:
-        """`request()` within the concurrency bound, retried while its failures are transient."""
+    def send(self, request: Callable[[], R], read: Callable[[R], T]) -> T:
+        """`request()` within the concurrency bound, its response turned into a result by
+        `read` (outside the bound), retried while its failures are transient."""
         policy = self.policy
         for attempt in range(1, policy.max_retries + 2):
             try:
                 with self._slots:
-                    return request()
+                    response = request()
+                return read(response)
             except Exception as error:
                 failure = self.classify(error)
-                if failure is None:
-                    raise
+                if failure is None:  # the SDK refused before sending (an option it rejects): not retried
+                    said = readable(self._redact(str(error))) or "no message"
+                    failure = Failure(None, f"the client library failed: {type(error).__name__}: {said}", transient=False)
             if not failure.transient or attempt > policy.max_retries:
                 raise self.error(failure, attempt) from None
             if failure.retry_after is not None and failure.retry_after > policy.max_retry_after:
@@ -196,10 +233,16 @@ class ProviderCalls:
 
     def classify(self, error: Exception) -> Failure | None:
         """What an SDK exception means for the policy; None for anything that is not an API failure."""
+        if isinstance(error, MalformedReply):
+            said = readable(self._redact(error.description))
+            shown = readable(self._redact(error.excerpt), 120)
+            return Failure(error.status, f"{said}: {shown}" if shown else said, transient=True, malformed=True)
         if isinstance(error, self.errors.timeout):
             return Failure(None, f"no reply within the timeout of {self.timeout:g} s", transient=True)
         if isinstance(error, self.errors.connection):
-            return Failure(None, f"connection failed: {self._redact(str(error.__cause__ or error))}", transient=True)
+            cause = error.__cause__ or error
+            said = readable(self._redact(str(cause))) or type(cause).__name__
+            return Failure(None, f"connection failed: {said}", transient=True)
         if not isinstance(error, self.errors.status):
             return None
         status = int(getattr(error, "status_code", 0))
@@ -209,7 +252,7 @@ class ProviderCalls:
         should_retry = headers.get("x-should-retry")
         if should_retry in ("true", "false"):
             transient = should_retry == "true"
-        return Failure(status, self._redact(_provider_message(error)), transient, _retry_after(headers))
+        return Failure(status, _provider_message(error, self._redact), transient, _retry_after(headers))
 
     def error(self, failure: Failure, attempts: int, *, waited_too_long: bool = False) -> ProviderError:
         """The typed error for a failure that is not retried (any more)."""
@@ -228,6 +271,12 @@ class ProviderCalls:
             return ProviderRequestError(
                 f"{self.name}: the provider rejected the request (HTTP {status}: {said}); not retried: {fix}", **fields
             )
+        if failure.malformed:
+            return ProviderResponseError(
+                f"{self.name}: the provider's reply is not a valid response of its API "
+                f"({self._describe(failure)}); gave up after {attempts} attempt(s)",
+                **fields,
+            )
         if waited_too_long:
             return ProviderError(
                 f"{self.name}: {self._describe(failure)}; the provider asks to wait {failure.retry_after:g} s, "
@@ -244,14 +293,117 @@ class ProviderCalls:
         return failure.message if failure.status is None else f"HTTP {failure.status}: {failure.message}"
 
 
-def _provider_message(error: Exception) -> str:
-    """`error.message` of the provider's JSON error body (both APIs use that shape), else the SDK's text."""
+def _provider_message(error: Exception, redact: Callable[[str], str]) -> str:
+    """What the provider said, its key removed by `redact`: `error.message` of its JSON error
+    body (both APIs use that shape; `error` as text and FastAPI's `detail` are other
+    servers'), else the body as readable text (an HTML page's title), else the SDK's text."""
     body = getattr(error, "body", None)
     if isinstance(body, Mapping):
         inner = body.get("error", body)
-        if isinstance(inner, Mapping) and isinstance(inner.get("message"), str):
-            return str(inner["message"])
-    return str(getattr(error, "message", None) or error)[:500]
+        said = (inner.get("message"), inner.get("detail")) if isinstance(inner, Mapping) else (inner,)
+        for candidate in (*said, body.get("message"), body.get("detail")):
+            if isinstance(candidate, str) and readable(candidate):
+                return readable(redact(candidate), 1000)
+    elif isinstance(body, str):
+        return readable(redact(body)) or "(an empty body)"
+    return readable(redact(str(getattr(error, "message", None) or error))) or "(an empty body)"
+
+
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title", re.IGNORECASE | re.DOTALL)
+_HTML = re.compile(r"<\s*(?:!doctype|html|head|body|title|h1|p|div|center|pre)\b", re.IGNORECASE)
+_TAG = re.compile(r"<[^>]*>")
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def readable(text: str, limit: int = 300) -> str:
+    """`text` from a provider or proxy made fit for an error message: an HTML page's title
+    (else its text without tags), whitespace collapsed, control characters and lone
+    surrogates escaped out, at most `limit` characters. Remove the API key first."""
+    text = text[:20_000]
+    if _is_html(text):
+        title = _TITLE.search(text)
+        text = title.group(1) if title and title.group(1).strip() else _TAG.sub(" ", text)
+    text = " ".join(_UNPRINTABLE.sub(" ", text).split())
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _is_html(text: str) -> bool:
+    return text.lstrip().startswith("<") and _HTML.search(text[:2000]) is not None
+
+
+def read_reply(response: Any, parse: Callable[[int, Any], T]) -> T:
+    """`parse(status, data)` of a success response's JSON body (`response` is an SDK's raw
+    response, `.with_raw_response`): `MalformedReply` when the body is not JSON, and when
+    `parse` finds it is not a reply of the API. `parse` validates with `validated`."""
+    status = int(response.http_response.status_code)
+    content: bytes = response.http_response.content
+    if not content.strip():
+        raise MalformedReply(status, "the body is empty")
+    try:
+        data = json.loads(content)
+    except RecursionError:
+        raise MalformedReply(status, "the body is JSON nested too deep to read") from None
+    except ValueError:  # JSONDecodeError, and UnicodeDecodeError for bytes that are no text
+        text = content.decode("utf-8", "replace")
+        raise MalformedReply(status, "the body is an HTML page, not JSON" if _is_html(text) else "the body is not JSON",
+                             text) from None
+    try:
+        return parse(status, data)
+    except RecursionError:
+        raise MalformedReply(status, "the reply is nested too deep to read") from None
+
+
+def validated(model: type[M], data: Any, status: int) -> M:
+    """`data` as `model`, the shape of the API's reply; `MalformedReply` naming the first thing wrong."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        said = data.get("error") if isinstance(data, Mapping) else None
+        if said:  # an error sent with a success status
+            said = said.get("message", said) if isinstance(said, Mapping) else said
+            raise MalformedReply(status, "the body is an error", str(said)) from None
+        problem = error.errors(include_url=False)[0]
+        where = ".".join(str(step) for step in problem["loc"])
+        said = _problem(problem["type"], problem["msg"], problem.get("input"))
+        raise MalformedReply(status, f"{where}: {said}" if where else f"the body {said}") from None
+
+
+_EXPECTED = {
+    "model_type": "should be an object",
+    "model_attributes_type": "should be an object",
+    "dict_type": "should be an object",
+    "list_type": "should be a list",
+    "string_type": "should be a string",
+    "int_type": "should be a whole number",
+    "greater_than_equal": "should be a whole number >= 0",
+}
+
+
+def _problem(kind: str, message: str, value: Any) -> str:
+    if kind == "missing":
+        return "is missing"
+    if kind == "too_short":
+        return "is empty"
+    if kind == "value_error":
+        return message.removeprefix("Value error, ")
+    expected = _EXPECTED.get(kind, message)
+    return f"{expected}, not {json_type(value)}" if kind in _EXPECTED else expected
+
+
+def json_type(value: Any) -> str:
+    """What a JSON value is, in the words of an error message."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value) if abs(value) < 10**15 else "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an empty list" if not value else "a list"
+    return "an object" if isinstance(value, Mapping) else type(value).__name__
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
@@ -273,9 +425,9 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
 
     try:
         when = email.utils.parsedate_to_datetime(seconds)
-    except (TypeError, ValueError):
+        return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError, OverflowError, IndexError, OSError):  # a date Python cannot place
         return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 class HostedOptions(TypedDict, total=False):

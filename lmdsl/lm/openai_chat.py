@@ -9,21 +9,29 @@ once with plain JSON mode, `{"type": "json_object"}`, and this backend object re
 use JSON mode from then on; the schema still reaches the model through the prompt. As
 with every backend, an invalid reply is re-asked by lmdsl's call loop, not here.
 
-Transient failures, the concurrency bound and the API key: see `lmdsl.lm.hosted`.
+The reply's body is checked against the API's shape (`ChatReply`) before anything reads it:
+at least one choice, a message with text (`content`, else a `refusal`, else a tool call's
+arguments), whole token counts, a finish reason that is a string. Servers name finish
+reasons their own way (TGI's `eos_token`), so any string is taken: `length` means cut off,
+anything else a finished reply. `usage` may be absent, as the API allows.
+
+Transient failures, a body that is not a reply, the concurrency bound and the API key: see
+`lmdsl.lm.hosted`.
 """
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Self
+
+from pydantic import BaseModel, Field, StrictStr, model_validator
 
 from lmdsl.errors import ProviderRequestError
-from lmdsl.lm.hosted import HostedModel
+from lmdsl.lm.hosted import HostedModel, read_reply, validated
 from lmdsl.lm.types import Completion, Request, Usage
 
 if TYPE_CHECKING:
     from openai import OpenAI
-    from openai.types.chat import ChatCompletion
 
 _FORMAT_WORDS = ("response_format", "response format", "json_schema")
 NO_KEY = "not-needed"  # sent to a server at a custom base URL when no key is set: local servers ignore it
@@ -78,16 +86,72 @@ class OpenAIModel(HostedModel):
             kwargs["response_format"] = {"type": "json_object"}
         return _completion(self._create(kwargs))
 
-    def _create(self, kwargs: dict[str, Any]) -> ChatCompletion:
-        reply: ChatCompletion = self._calls.send(lambda: self._client.chat.completions.create(**kwargs))
-        return reply
+    def _create(self, kwargs: dict[str, Any]) -> ChatReply:
+        return self._calls.send(
+            lambda: self._client.chat.completions.with_raw_response.create(**kwargs),
+            lambda response: read_reply(response, _reply),
+        )
 
 
-def _completion(reply: ChatCompletion) -> Completion:
+Count = Annotated[int, Field(strict=True, ge=0)]
+
+
+class ChatFunction(BaseModel):
+    arguments: StrictStr
+
+
+class ChatToolCall(BaseModel):
+    function: ChatFunction | None = None  # a custom tool's call carries `custom` instead
+
+
+class ChatMessage(BaseModel):
+    content: StrictStr | None = None
+    refusal: StrictStr | None = None
+    tool_calls: list[ChatToolCall] | None = None
+
+    @model_validator(mode="after")
+    def _has_text(self) -> Self:
+        if self.text is None:
+            raise ValueError("has no content, refusal or function call")
+        return self
+
+    @property
+    def text(self) -> str | None:
+        """What the model wrote: its content, else its refusal, else its first function call's arguments."""
+        if self.content is not None:
+            return self.content
+        if self.refusal is not None:
+            return self.refusal
+        calls = [call.function.arguments for call in self.tool_calls or () if call.function is not None]
+        return calls[0] if calls else None
+
+
+class ChatChoice(BaseModel):
+    message: ChatMessage
+    finish_reason: StrictStr | None = None
+
+
+class ChatUsage(BaseModel):
+    prompt_tokens: Count
+    completion_tokens: Count
+
+
+class ChatReply(BaseModel):
+    """The part of a Chat Completions reply this backend reads, checked: the SDK does not."""
+
+    choices: Annotated[list[ChatChoice], Field(min_length=1)]
+    usage: ChatUsage | None = None
+
+
+def _reply(status: int, data: Any) -> ChatReply:
+    return validated(ChatReply, data, status)
+
+
+def _completion(reply: ChatReply) -> Completion:
     choice = reply.choices[0]
     usage = reply.usage
     return Completion(
-        choice.message.content or "",
+        choice.message.text or "",
         Usage(usage.prompt_tokens, usage.completion_tokens) if usage is not None else Usage(),
         "length" if choice.finish_reason == "length" else "stop",
     )
