@@ -5,16 +5,19 @@ until a writer comes), a device such as `/dev/zero` (its size reads as 0 and it 
 ends), a directory, or a symlink to any of them. `open_regular` opens without blocking
 and refuses all of those; `read_regular` then reads at most `limit + 1` bytes, whatever
 the size claims, so a file that grows while it is read cannot exhaust memory either.
+`write_atomic` writes a temporary file beside the target and renames it into place, so a
+crash never leaves half a file and a FIFO at the path is replaced, not written into.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["NotReadable", "open_regular", "read_regular"]
+__all__ = ["NotReadable", "open_regular", "read_regular", "write_atomic"]
 
 
 class NotReadable(Exception):
@@ -62,3 +65,19 @@ def read_regular(path: str | Path, *, limit: int) -> bytes:
     if len(data) > limit:
         raise NotReadable(f"it is larger than {limit} bytes, too large for this kind of file")
     return data
+
+
+def write_atomic(path: str | Path, text: str) -> Path:
+    """Write UTF-8 `text` to `path` through a temporary file renamed into place; on any failure
+    the temporary file is removed and the target is as it was."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return target

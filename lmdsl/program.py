@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, PydanticUserError, TypeAdapter, Vali
 from pydantic.errors import PydanticSchemaGenerationError
 
 from lmdsl.errors import ArtifactError, AssertionFailed, InputError, LMDSLError
-from lmdsl.files import NotReadable, read_regular
+from lmdsl.files import NotReadable, read_regular, write_atomic
 from lmdsl.fuzzy import AssertionWarning, FuzzyFunction
 from lmdsl.lm.types import Message
 from lmdsl.parallel import Outcome, run_each
@@ -207,8 +207,8 @@ class Program(Generic[P, R]):
             self._artifact_checked = not reload_artifact
 
     def save(self, path: str | Path) -> None:
-        """Write every fuzzy function's parameters to a JSON file (never pickle)."""
-        Path(path).write_text(json.dumps(dump_params(self.name, self.functions), indent=2, ensure_ascii=False))
+        """Write every fuzzy function's parameters to a JSON file (never pickle), atomically."""
+        write_atomic(path, json.dumps(dump_params(self.name, self.functions), indent=2, ensure_ascii=False))
 
     def load(self, path: str | Path) -> None:
         """Set parameters from a file written by `save`. Loading runs no code; a file that

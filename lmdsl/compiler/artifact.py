@@ -8,12 +8,11 @@ runs no code; `Program.load` reads it like any parameter file.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from lmdsl.compiler.base import Compiled
+from lmdsl.files import write_atomic
 from lmdsl.program import Program, dump_params
 
 
@@ -36,15 +35,4 @@ def artifact_data(program: Program[..., Any], compiled: Compiled, *, model: str)
 
 def write_artifact(path: str | Path, program: Program[..., Any], compiled: Compiled, *, model: str) -> Path:
     """Write atomically (a temporary file renamed into place), so a crash never leaves half a file."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(artifact_data(program, compiled, model=model), indent=2, ensure_ascii=False)
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return target
+    return write_atomic(path, json.dumps(artifact_data(program, compiled, model=model), indent=2, ensure_ascii=False))

@@ -79,6 +79,17 @@ def test_a_reply_that_is_not_valid_unicode_is_retried_then_an_output_error(reply
         attempt.text.encode("utf-8")
 
 
+@pytest.mark.parametrize(
+    "reply",
+    ["[" * 100_000 + "]" * 100_000, '{"route": "' + "x" * 10_000_000 + '"}', '{"route": "tech"' + " " * 1000],
+    ids=["nested-100000", "10-MB", "cut-off"],
+)
+def test_huge_deep_and_cut_off_replies_are_output_errors(reply: str) -> None:
+    with lmdsl.using(model=_scripted(reply, reply)), pytest.raises(OutputError) as caught:
+        route("hello")
+    assert len(caught.value.attempts) == 2
+
+
 def test_a_bad_reply_then_a_good_one_returns_the_good_value() -> None:
     model = _scripted('{"route": "\ud83d"}', '{"route": "tech"}')
     with lmdsl.using(model=model):
@@ -334,3 +345,23 @@ def test_any_parameter_file_bytes_load_or_raise_an_artifact_error(tmp_path: Path
         except LMDSLError as error:
             assert isinstance(error, ArtifactError)
     routed.reset_params()
+
+
+def test_save_replaces_a_fifo_instead_of_blocking_on_it(tmp_path: Path) -> None:
+    path = _fifo(tmp_path)
+    routed.save(path)  # a plain write would wait for a reader forever
+    assert path.is_file() and json.loads(path.read_text())["program"] == "routed"
+
+
+def test_a_failed_save_leaves_the_old_file_and_no_temporary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _params_file(tmp_path)
+    before = path.read_bytes()
+
+    def full_disk(source: object, target: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        routed.save(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.json"]
