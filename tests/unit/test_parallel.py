@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -35,14 +34,20 @@ def the_input(request: Request) -> str:
     return request.messages[request.prefix_length].content.removeprefix("text: ")
 
 
+WAIT = 60.0  # seconds an event-based concurrency test waits before it fails; never reached when it passes
+
+
 class SleepyModel:
     """Answers from the input text after a delay chosen per input; measures concurrency."""
 
     cacheable = False
 
-    def __init__(self, delay: Callable[[str], float], *, name: str = "sleepy") -> None:
+    def __init__(
+        self, delay: Callable[[str], float], *, name: str = "sleepy", on_finish: Callable[[str], None] | None = None
+    ) -> None:
         self.name = name
         self.delay = delay
+        self.on_finish = on_finish
         self.lock = threading.Lock()
         self.active = 0
         self.peak = 0
@@ -61,6 +66,8 @@ class SleepyModel:
             with self.lock:
                 self.active -= 1
                 self.finished.append(text)
+            if self.on_finish is not None:
+                self.on_finish(text)
         if text == "bad":
             return Completion("this is not JSON")
         (key,) = json.loads(request.json_schema or "{}")["properties"]  # the function's name
@@ -71,19 +78,26 @@ class SleepyModel:
 
 
 def test_map_returns_outcomes_in_input_order_whatever_the_completion_order() -> None:
-    rng = random.Random(7)
-    delays = {f"item {i}": (12 - i) * 0.003 + rng.uniform(0, 0.004) for i in range(12)}
-    model = SleepyModel(lambda text: delays[text])
-    items = [{"text": f"item {i}"} for i in range(12)]
+    # each call waits until the next item's call has finished, so they finish last to first;
+    # that can only happen with all six running at once (a wrong order would time out)
+    done = {f"item {i}": threading.Event() for i in range(6)}
+
+    def finish_after_the_next(text: str) -> float:
+        number = int(text.split()[1])
+        if number < 5:
+            assert done[f"item {number + 1}"].wait(WAIT), "the next call never finished: not concurrent"
+        return 0.0
+
+    model = SleepyModel(finish_after_the_next, on_finish=lambda text: done[text].set())
+    items = [{"text": f"item {i}"} for i in range(6)]
     with lmdsl.using(model=model):
-        outcomes = shout.map(items, threads=4)
+        outcomes = shout.map(items, threads=6)
     assert all(isinstance(o, lmdsl.Outcome) for o in outcomes)
-    assert [o.value for o in outcomes] == [f"ITEM {i}" for i in range(12)]
+    assert [o.value for o in outcomes] == [f"ITEM {i}" for i in range(6)]
     assert all(o.ok and o.error is None for o in outcomes)
     assert [o.unwrap() for o in outcomes] == [o.value for o in outcomes]
-    assert sorted(model.finished) == sorted(delays)
-    assert model.finished != list(delays)  # the calls really finished out of order
-    assert model.peak > 1
+    assert model.finished == [f"item {i}" for i in reversed(range(6))]
+    assert model.peak == 6
 
 
 def test_map_on_one_thread_runs_in_order() -> None:
@@ -149,12 +163,18 @@ def test_capture_around_map_collects_every_record() -> None:
 
 @pytest.mark.parametrize("threads", [1, 3])
 def test_map_never_runs_more_backend_calls_at_once_than_threads(threads: int) -> None:
-    model = SleepyModel(lambda text: 0.02)
+    together = threading.Barrier(threads, timeout=WAIT)  # the first `threads` calls meet: they do run at once
+
+    def first_calls_meet(text: str) -> float:
+        if int(text[1:]) < threads:
+            together.wait()
+        return 0.0
+
+    model = SleepyModel(first_calls_meet)
     with lmdsl.using(model=model):
         outcomes = shout.map([{"text": f"x{i}"} for i in range(9)], threads=threads)
     assert all(o.ok for o in outcomes)
-    assert model.peak <= threads
-    assert model.peak >= min(threads, 2)  # and it does run in parallel when allowed
+    assert model.peak == threads
 
 
 @pytest.mark.parametrize("threads", [0, -2])
@@ -179,18 +199,21 @@ def test_acall_returns_the_typed_value() -> None:
 
 
 def test_acall_runs_calls_concurrently_under_gather() -> None:
-    model = SleepyModel(lambda text: 0.2)
+    together = threading.Barrier(4, timeout=WAIT)  # only four calls running at once get past it
+
+    def meet(text: str) -> float:
+        together.wait()
+        return 0.0
+
+    model = SleepyModel(meet)
 
     async def main() -> list[str]:
         return await asyncio.gather(*(shout.acall(f"call {i}") for i in range(4)))
 
-    started = time.perf_counter()
     with lmdsl.using(model=model):
         results = asyncio.run(main())
-    elapsed = time.perf_counter() - started
     assert results == [f"CALL {i}" for i in range(4)]
-    assert elapsed < 0.55, f"4 calls of 0.2 s took {elapsed:.2f} s: not concurrent"
-    assert model.peak >= 2
+    assert model.peak == 4
 
 
 def test_acall_sees_the_configuration_and_capture_of_the_calling_task() -> None:
