@@ -1,20 +1,33 @@
 """Run model-written Python in a separate, locked-down process and return its `result`.
 
-The code is hostile by assumption. The process boundary and the operating system's
-limits are the real wall; inside the child, a restricted namespace and an audit hook
-are a second one, so that a trick past one layer still meets the next:
+The code is hostile by assumption. The process boundary and the kernel are the real wall;
+inside the child, a name layer and an audit hook are a second one, so that a trick past one
+layer still meets the next. From the outside in:
 
-* a fresh interpreter (`python -I -S`) in its own session, with an empty environment,
-  a new empty temporary directory as its working directory (deleted afterwards) and,
-  where the system allows it, its own network namespace (no network at all);
+* the process: a fresh interpreter (`python -I -S`) in its own session, with an empty
+  environment, a new empty temporary directory as its working directory (deleted
+  afterwards) and, where the system allows it, its own network namespace (no network);
 * resource limits: CPU time, address space, no file writes, few descriptors, no core
-  files, and (after dropping root to `nobody`) no new processes; a wall-clock timeout
-  that kills the whole process group;
-* in the child, before the code runs: only allow-listed (standard-library) modules can
-  be imported, as copies without private attributes; builtins without `open`, `eval`,
-  `exec`, `compile`, `input`, `globals`...; attribute names that reach interpreter
-  internals (`__subclasses__`, `__globals__`, frames...) are refused in the source and
-  by `getattr()`;
+  files, and (after dropping root to `nobody`) no new processes; a wall-clock timeout that
+  kills the whole process group;
+* kernel confinement, seccomp-bpf (the filter is built by libseccomp through `pyseccomp`):
+  after set-up and before the code runs, the child keeps only the system calls a running
+  interpreter needs to compute (memory, reading and writing the descriptors it already
+  holds, clocks, random bytes, exiting); every other call fails with EPERM, whatever
+  Python-level route reached it: no file is opened, stat'ed or listed, no link read, no
+  working directory or parent pid asked, no socket, pipe, memfd, process or signal made.
+  Where libseccomp or the kernel facility is missing the sandbox runs on the other layers
+  and says so in a debug log (logger `lmdsl.sandbox`);
+* the name layer, in the child: only allow-listed (standard-library) modules can be
+  imported, as copies without private attributes; builtins without `open`, `eval`, `exec`,
+  `compile`, `input`, `globals`, `vars`...; attribute names that reach interpreter
+  internals (`__subclasses__`, `__globals__`, `__dict__`, `__getstate__`, frames...) are
+  refused wherever a name is spelled: in the source (attributes, names, parameters,
+  keyword arguments, class patterns, imports) and at run time by getattr() & co.,
+  operator.attrgetter/methodcaller, str.format/format_map and string.Formatter fields, the
+  `__match_args__` of class patterns (read once, checked and frozen when the pattern runs),
+  functools.update_wrapper, and `typing`'s evaluation of type hints (never in another
+  module's namespace, never with the real builtins);
 * an audit hook (`sys.addaudithook`) installed just before the code runs that refuses
   every event but a few harmless ones: no file opens, directory listings, imports of
   new modules, sockets, processes, `ctypes`, signals to other processes, frames,
@@ -23,9 +36,20 @@ are a second one, so that a trick past one layer still meets the next:
   (`pidfd_send_signal`, `setpgid`, `mknod`...) and the import system's back doors
   (`_imp.create_dynamic`...) are removed from the child's modules.
 
+The child talks to the parent over its stdout pipe, one JSON line per message. The first
+line is written by the runner before the code runs ("ready", or why set-up failed), so the
+code cannot forge it. The one line after "ready" is the reply; the code could forge that
+one (it runs in the same process), so the parent trusts it no more than the code itself:
+it checks the schema and sizes, applies the output limit itself, and reports anything else
+(a second message, a malformed one, a "setup" message) as `SandboxViolation`. A child that
+dies of a signal no limit explains is `SandboxCrash`. Nothing the child writes becomes
+`SandboxInputError`, which is only for the caller's own inputs and limits.
+
 Files are not available at all, not even in the temporary directory: the code computes
-from its inputs. Data crosses the process boundary only as JSON, never pickle.
-Linux only.
+from its inputs. Data crosses the process boundary only as JSON, never pickle. Modules that
+are introspection by design (`inspect`, `gc`, `sys`, `types`, `ctypes`, `importlib`...) are
+outside what the name layer polices: allowing one leaves the audit hook and the kernel as
+the walls. Linux only.
 """
 
 from __future__ import annotations
@@ -41,10 +65,12 @@ from functools import cache
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
+    import ast
     from types import ModuleType
 
 from lmdsl.errors import (
     SandboxCodeError,
+    SandboxCrash,
     SandboxError,
     SandboxInputError,
     SandboxMemoryError,
@@ -78,6 +104,18 @@ DEFAULT_ALLOWED_MODULES: frozenset[str] = frozenset(
         "typing",
     }
 )
+
+# The system calls the child keeps once the code runs (seccomp allow-list; the rest fail
+# with EPERM). Only what a running interpreter needs to compute: no call here takes a path,
+# makes a descriptor, or reaches another process.
+_SECCOMP_ALLOWED = (
+    "brk", "mmap", "munmap", "mremap", "mprotect", "madvise",
+    "read", "readv", "write", "writev", "close",
+    "clock_gettime", "clock_getres", "gettimeofday", "time", "clock_nanosleep", "nanosleep",
+    "getrusage", "times", "getrandom", "futex", "sched_yield", "getpid", "gettid",
+    "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "sigaltstack", "restart_syscall",
+    "exit", "exit_group",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -132,10 +170,10 @@ def run_code(
     must assign its answer to a global named `result`; the value must be
     JSON-serialisable. Every failure of the code is a `SandboxError` subclass whose
     message can be shown to the model: `SandboxCodeError` (syntax error or exception),
-    `SandboxTimeout`, `SandboxMemoryError`, `SandboxViolation` (a forbidden operation)
-    or `SandboxOutputError` (`result` missing, not JSON or too large). Unusable
-    `inputs` raise `SandboxInputError`; a platform without the sandbox raises
-    `SandboxUnavailableError`.
+    `SandboxTimeout`, `SandboxMemoryError`, `SandboxViolation` (a forbidden operation),
+    `SandboxOutputError` (`result` missing, not JSON or too large) or `SandboxCrash` (the
+    process died of a signal). Unusable `inputs` or `limits` raise `SandboxInputError`; a
+    platform without the sandbox raises `SandboxUnavailableError`.
     """
     return _run_code(code, inputs, limits)
 
@@ -147,8 +185,13 @@ def _run_code(
     *,
     name_checks: bool = True,
     audit_hook: bool = True,
+    kernel: bool = True,
+    probe: list[_Outcome] | None = None,
 ) -> SandboxResult:
-    """`run_code`, with switches that turn in-child layers off so tests can probe the others."""
+    """`run_code`, with switches that turn layers off so tests can probe the others.
+
+    `probe`, when given, receives the raw outcome (for `_kernel_confinement`).
+    """
     import shutil
     import tempfile
 
@@ -158,7 +201,8 @@ def _run_code(
         raise SandboxUnavailableError("the code sandbox needs a Python interpreter to start (sys.executable is empty)")
     if not isinstance(limits, SandboxLimits):
         raise SandboxInputError(f"limits must be a SandboxLimits, not {limits!r}")
-    request = _encode_request(code, inputs, limits, name_checks=name_checks, audit_hook=audit_hook)
+    program = _kernel_filter() if kernel else None
+    request = _encode_request(code, inputs, limits, name_checks=name_checks, audit_hook=audit_hook, seccomp=program)
     argv = [*_isolation_prefix(), sys.executable, "-I", "-S", "-B", "-W", "ignore", "-c", _child_source()]
     start = time.monotonic()
     try:
@@ -169,14 +213,39 @@ def _run_code(
         outcome = _execute(argv, request, workdir, limits)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    if probe is not None:
+        probe.append(outcome)
     return _interpret(outcome, limits, time.monotonic() - start)
+
+
+@cache
+def _kernel_confinement() -> str:
+    """Why the kernel layer is not active on this machine, or "" when it is (tests skip on it).
+
+    Asks a real child: the filter may build and still be refused by the kernel.
+    """
+    if _kernel_filter() is None:
+        return "libseccomp (through pyseccomp) cannot build a seccomp filter here"
+    seen: list[_Outcome] = []
+    try:
+        _run_code("result = 1", None, SandboxLimits(wall_seconds=30.0), probe=seen)
+    except (SandboxError, SandboxUnavailableError) as error:
+        return f"the sandbox does not run here: {error}"
+    ready = _decode(seen[0].stdout.partition(b"\n")[0], _SETUP_MESSAGES)
+    return "" if ready["confined"] else str(ready["note"] or "the child did not load the filter")
 
 
 # -- the parent's side ---------------------------------------------------------------------
 
 
 def _encode_request(
-    code: str, inputs: Mapping[str, Any] | None, limits: SandboxLimits, *, name_checks: bool, audit_hook: bool
+    code: str,
+    inputs: Mapping[str, Any] | None,
+    limits: SandboxLimits,
+    *,
+    name_checks: bool,
+    audit_hook: bool,
+    seccomp: bytes | None = None,
 ) -> bytes:
     """The JSON message the child reads from stdin; refuses inputs the child could not take."""
     import keyword
@@ -198,6 +267,7 @@ def _encode_request(
         "output_bytes": limits.output_bytes,
         "name_checks": name_checks,
         "audit_hook": audit_hook,
+        "seccomp": seccomp.hex() if seccomp is not None else None,
     }
     try:
         return json.dumps(message, ensure_ascii=True, allow_nan=False).encode("ascii")
@@ -244,9 +314,54 @@ def _isolation_prefix() -> tuple[str, ...]:
     return prefix if probe.returncode == 0 else ()
 
 
+@cache
+def _kernel_filter() -> bytes | None:
+    """The seccomp-bpf program the child loads before the code runs, or None where unavailable.
+
+    Built once per process by libseccomp (through `pyseccomp`), which gets the architecture
+    checks and system-call numbers right; the child only hands the bytes to the kernel.
+    """
+    import errno
+    import importlib
+    import tempfile
+
+    try:
+        seccomp: Any = importlib.import_module("pyseccomp")  # ctypes over libseccomp.so.2; untyped
+        rules = seccomp.SyscallFilter(seccomp.ERRNO(errno.EPERM))
+        for name in _SECCOMP_ALLOWED:
+            number = seccomp.resolve_syscall(seccomp.Arch.NATIVE, name)
+            if number != -1:  # not a system call on this architecture
+                rules.add_rule(seccomp.ALLOW, number)
+        with tempfile.TemporaryFile() as file:
+            rules.export_bpf(file)
+            file.seek(0)
+            program: bytes = file.read()
+    except (ImportError, OSError, RuntimeError, ValueError, AttributeError, TypeError) as error:
+        reason = f"{type(error).__name__}: {error}"
+        _debug("no kernel confinement in the sandbox: cannot build a seccomp filter (%s)", reason)
+        return None
+    if not program or len(program) % 8 or len(program) // 8 > 4096:
+        _debug("no kernel confinement in the sandbox: libseccomp gave an unusable filter (%d bytes)", len(program))
+        return None
+    return program
+
+
+_reported: set[str] = set()
+
+
+def _debug(message: str, *args: object) -> None:
+    """Log `message` once per process at debug level: how the sandbox degrades is worth one line."""
+    import logging
+
+    text = message % args
+    if text not in _reported:
+        _reported.add(text)
+        logging.getLogger(__name__).debug("%s", text)
+
+
 @dataclass(frozen=True)
 class _Outcome:
-    """What the parent saw of one child: its reply bytes and how it ended."""
+    """What the parent saw of one child: its stdout bytes and how it ended."""
 
     stdout: bytes
     stderr: bytes
@@ -257,7 +372,7 @@ class _Outcome:
 
 
 def _execute(argv: list[str], request: bytes, workdir: str, limits: SandboxLimits) -> _Outcome:
-    """Start the child, feed it the request, collect its reply under the limits, reap it."""
+    """Start the child, feed it the request, collect its messages under the limits, reap it."""
     import selectors
     import subprocess
 
@@ -359,8 +474,37 @@ def _wait_for_exit(pid: int, deadline: float) -> bool:
         time.sleep(min(0.005, remaining))
 
 
+# The messages the child may send, by kind: required and optional fields with their exact
+# types. Set-up messages come first and only from the runner; a reply comes after "ready".
+_Schema = dict[str, tuple[dict[str, Any], dict[str, Any]]]
+_SETUP_MESSAGES: _Schema = {
+    "ready": ({"confined": bool, "note": str}, {}),
+    "setup": ({"message": str}, {}),
+    "code": ({"type_name": str, "detail": str, "line": (int, type(None)), "message": str, "traceback": str}, {}),
+    "violation": ({"message": str}, {}),
+    "memory": ({}, {}),
+    "internal": ({"message": str}, {}),
+}
+_REPLY_MESSAGES: _Schema = {
+    "ok": ({"value": str, "stdout": str}, {}),
+    "code": (
+        {"type_name": str, "detail": str, "line": (int, type(None)), "message": str, "traceback": str, "stdout": str},
+        {},
+    ),
+    "violation": ({"message": str, "stdout": str}, {}),
+    "memory": ({}, {"stdout": str}),
+    "output": ({"message": str, "stdout": str}, {}),
+    "internal": ({"message": str}, {}),
+}
+_TEXT_CAP = 16 * 1024  # characters in a reply's message, detail or traceback; the runner sends far fewer
+
+
+class _ProtocolError(Exception):
+    """The child's stdout broke the protocol (parent-side only; becomes a SandboxViolation)."""
+
+
 def _interpret(outcome: _Outcome, limits: SandboxLimits, seconds: float) -> SandboxResult:
-    """Turn the child's reply (or its death) into a result or a typed error."""
+    """Turn the child's messages (or its death) into a result or a typed error."""
     if outcome.overflow:
         raise SandboxOutputError("the code wrote far more output than allowed; print less")
     if outcome.timed_out:
@@ -369,49 +513,143 @@ def _interpret(outcome: _Outcome, limits: SandboxLimits, seconds: float) -> Sand
             "look for an infinite loop or use a faster algorithm",
             limit="wall",
         )
+    first, newline, rest = outcome.stdout.partition(b"\n")
     try:
-        reply = json.loads(outcome.stdout)
-    except (ValueError, RecursionError):  # a crash mid-reply, or the code wrote to the reply pipe
-        reply = None
-    if not isinstance(reply, dict):
-        _raise_for_death(outcome, limits)
-    stdout = reply.get("stdout")
-    stdout = stdout if isinstance(stdout, str) else ""
-    kind = reply.get("kind")
-    text = str(reply.get("message", ""))
+        setup = _decode(first, _SETUP_MESSAGES) if newline else None
+    except _ProtocolError as error:  # written by the runner before the code ran: a bug, not the code
+        raise SandboxError(f"the sandbox failed: its runner sent an unreadable message ({error})") from None
+    if setup is None:
+        _raise_for_death(outcome, limits, started=False)
+    if setup["kind"] != "ready":
+        _raise_setup_failure(setup)
+    if setup["note"]:
+        _debug("no kernel confinement in the sandbox: %s", setup["note"][:300])
+    if outcome.returncode != 0:
+        _raise_for_death(outcome, limits, started=True)
+    if not rest:
+        raise SandboxOutputError(
+            "the code's process ended without reporting `result`; assign the answer to `result` and do not exit"
+        )
+    try:
+        if not rest.endswith(b"\n") or rest.count(b"\n") != 1:
+            raise _ProtocolError("expected exactly one reply after the code ran")
+        reply = _decode(rest[:-1], _REPLY_MESSAGES)
+        for name in ("message", "detail", "traceback", "type_name"):
+            if len(reply.get(name, "")) > _TEXT_CAP:
+                raise _ProtocolError(f"the reply's {name} is too long")
+    except _ProtocolError as error:
+        raise SandboxViolation(
+            f"forbidden operation: the code wrote to the sandbox's reply channel ({error})"
+        ) from None
+    return _reply_result(reply, limits, seconds)
+
+
+def _decode(line: bytes, schema: _Schema) -> dict[str, Any]:
+    """One message: an ASCII JSON object whose kind and fields match `schema` exactly."""
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [key for key, _ in items]
+        if len(set(keys)) != len(keys):
+            raise _ProtocolError("a field is repeated")
+        return dict(items)
+
+    def no_constant(name: str) -> NoReturn:
+        raise _ProtocolError(f"{name} is not JSON")
+
+    try:
+        message: Any = json.loads(line.decode("ascii"), object_pairs_hook=pairs, parse_constant=no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise _ProtocolError("the message is not an ASCII JSON line") from None
+    kind = message.get("kind") if isinstance(message, dict) else None
+    if type(kind) is not str or kind not in schema:
+        raise _ProtocolError(f"unexpected message kind {str(kind)[:40]!r}")
+    required, optional = schema[kind]
+    fields = set(message) - {"kind"}
+    if not set(required) <= fields or not fields <= set(required) | set(optional):
+        raise _ProtocolError(f"the {kind!r} message has the wrong fields")
+    for name in fields:
+        expected = required.get(name) or optional[name]
+        kinds = expected if isinstance(expected, tuple) else (expected,)
+        if type(message[name]) not in kinds:  # exact types: bool is not an int here
+            raise _ProtocolError(f"the {kind!r} message's {name!r} has the wrong type")
+    checked: dict[str, Any] = message
+    return checked
+
+
+def _raise_setup_failure(message: dict[str, Any]) -> NoReturn:
+    """A verdict the runner reached before the code ran: authentic, so taken as it is."""
+    kind = message["kind"]
+    if kind == "setup":
+        raise SandboxInputError(message["message"])
+    if kind == "code":
+        raise SandboxCodeError(
+            message["message"],
+            type_name=message["type_name"],
+            detail=message["detail"],
+            traceback=message["traceback"],
+            line=message["line"],
+        )
+    if kind == "violation":
+        raise SandboxViolation(f"forbidden operation: {message['message']}")
+    if kind == "memory":
+        raise SandboxMemoryError("the sandbox ran out of memory before the code started; raise memory_bytes")
+    raise SandboxError(f"the sandbox failed before running the code: {message['message']}")
+
+
+def _reply_result(reply: dict[str, Any], limits: SandboxLimits, seconds: float) -> SandboxResult:
+    """The reply after "ready", already well-formed; the limits are applied here, not trusted."""
+    stdout = _capped_stdout(reply.get("stdout", ""), limits.output_bytes)
+    kind = reply["kind"]
     if kind == "ok":
+        text: str = reply["value"]
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size > limits.output_bytes:
+            raise SandboxOutputError(
+                f"`result` is too large ({size} bytes of JSON; the limit is {limits.output_bytes})", stdout=stdout
+            )
+
+        def no_constant(name: str) -> NoReturn:
+            raise ValueError(name)
+
         try:
-            value = json.loads(str(reply.get("value")))
+            value = json.loads(text, parse_constant=no_constant)
         except (ValueError, RecursionError):
             raise SandboxOutputError("`result` could not be read back as JSON", stdout=stdout) from None
         return SandboxResult(value, stdout, seconds)
     if kind == "code":
-        line = reply.get("line")
         raise SandboxCodeError(
-            text,
-            type_name=str(reply.get("type_name", "")),
-            detail=str(reply.get("detail", "")),
-            traceback=str(reply.get("traceback", "")),
-            line=line if isinstance(line, int) else None,
+            reply["message"],
+            type_name=reply["type_name"],
+            detail=reply["detail"],
+            traceback=reply["traceback"],
+            line=reply["line"],
             stdout=stdout,
         )
     if kind == "violation":
-        raise SandboxViolation(f"forbidden operation: {text}", stdout=stdout)
+        raise SandboxViolation(f"forbidden operation: {reply['message']}", stdout=stdout)
     if kind == "memory":
         raise SandboxMemoryError(_memory_message(limits), stdout=stdout)
     if kind == "output":
-        raise SandboxOutputError(text, stdout=stdout)
-    if kind == "setup":
-        raise SandboxInputError(text)
-    raise SandboxError(f"the sandbox failed: {text}", stdout=stdout)
+        raise SandboxOutputError(reply["message"], stdout=stdout)
+    # "internal" after the code ran: the runner broke on state the code can reach.
+    raise SandboxViolation(f"forbidden operation: the code broke the sandbox's runner ({reply['message'][:300]})")
+
+
+def _capped_stdout(text: str, limit: int) -> str:
+    """`text` held to `limit` UTF-8 bytes (plus the truncation note), as the child's capture does."""
+    note = f"\n[output truncated after {limit} bytes]\n"
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= limit + len(note):
+        return text
+    return data[:limit].decode("utf-8", "ignore") + note
 
 
 def _memory_message(limits: SandboxLimits) -> str:
     return f"the code ran out of memory (limit {limits.memory_bytes // 2**20} MiB); use less memory"
 
 
-def _raise_for_death(outcome: _Outcome, limits: SandboxLimits) -> NoReturn:
-    """The child died without a reply: a CPU limit, memory, or a crash."""
+def _raise_for_death(outcome: _Outcome, limits: SandboxLimits, *, started: bool) -> NoReturn:
+    """The child ended without a usable reply: a limit, memory, a signal, or an early exit."""
     code = outcome.returncode
     cpu_spent = outcome.cpu_seconds >= limits.cpu_seconds - 0.05
     if code is not None and (code == -signal.SIGXCPU or (code == -signal.SIGKILL and cpu_spent)):
@@ -423,15 +661,22 @@ def _raise_for_death(outcome: _Outcome, limits: SandboxLimits) -> NoReturn:
     tail = outcome.stderr.decode("utf-8", "replace").strip().splitlines()[-1:]
     if any(word in "".join(tail) for word in ("MemoryError", "Cannot allocate memory", "out of memory")):
         raise SandboxMemoryError(_memory_message(limits))
-    if code is not None and code < 0:
-        try:
-            how = f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            how = f"was killed by signal {-code}"
-    else:
-        how = f"exited with status {code} without a reply"
     detail = f": {tail[0][:300]}" if tail else ""
-    raise SandboxError(f"the code's process {how}{detail}")
+    if code is None or code < 0:
+        number = -code if code is not None else signal.SIGKILL
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = f"signal {number}"
+        raise SandboxCrash(
+            f"the code's process was killed by {name}{detail}", signal_number=number, signal_name=name
+        )
+    if started:
+        raise SandboxOutputError(
+            f"the code's process exited with status {code} without reporting `result`{detail}; "
+            "assign the answer to `result` and do not exit"
+        )
+    raise SandboxError(f"the sandbox's interpreter exited with status {code} before running the code{detail}")
 
 
 # >>> sandbox child
@@ -442,19 +687,37 @@ def _raise_for_death(outcome: _Outcome, limits: SandboxLimits) -> NoReturn:
 _CHILD_FILENAME = "<program>"
 
 # Attribute names that lead from ordinary objects to interpreter internals: a class's
-# subclasses, a function's globals and code, a builtin's module, frames. Refused in the
-# code's source, by getattr() & co., by format-field lookups and by operator.attrgetter.
+# subclasses and namespace, a function's globals and code, a builtin's module, frames, and
+# the generic readers of them. Refused wherever the code spells an attribute name.
 _DENIED_ATTRIBUTES = frozenset(
     {
         "__base__", "__bases__", "__mro__", "mro", "__subclasses__",
         "__globals__", "__builtins__", "__code__", "__closure__", "__func__", "__self__",
-        "__defaults__", "__kwdefaults__", "__dict__", "__getattribute__", "__import__",
-        "__loader__", "__spec__", "__traceback__", "__reduce__", "__reduce_ex__",
+        "__defaults__", "__kwdefaults__", "__dict__", "__getattribute__", "__getattr__", "__import__",
+        "__loader__", "__spec__", "__traceback__", "__reduce__", "__reduce_ex__", "__getstate__",
         "__objclass__", "__wrapped__",
         "tb_frame", "tb_next", "f_back", "f_globals", "f_locals", "f_builtins", "f_code",
         "gi_frame", "gi_code", "cr_frame", "cr_code", "ag_frame", "ag_code",
     }
 )  # fmt: skip
+
+# Names the code may not use or bind (variables, parameters, functions, classes, keyword
+# arguments): a class of its own with a `__dict__` or `__globals__` could be handed to
+# library code that reads those names. Defining `__getattr__` or the pickling hooks is
+# ordinary Python and harmless, and `__import__` is the sandbox's own importer; only
+# reading them as attributes is refused.
+_DENIED_NAMES = frozenset(
+    name for name in _DENIED_ATTRIBUTES if name.startswith("__")
+) - {"__getattr__", "__getstate__", "__reduce__", "__reduce_ex__", "__import__"}
+
+# str methods that look up the attribute names written in their format string: they reach
+# the code only through a wrapper that checks those names first.
+_FORMAT_METHODS = frozenset({"format", "format_map"})
+
+# Globals of the code's namespace that the rewritten program uses; not identifiers, so the
+# code cannot name, bind or shadow them.
+_ATTR_HELPER = "<sandbox attr>"
+_CLASSES_HELPER = "<sandbox classes>"
 
 # Builtins the code keeps unchanged; exception classes are added to these.
 _SAFE_BUILTINS = (
@@ -513,7 +776,11 @@ class _Violation(BaseException):
 
 
 def _child_main() -> None:
-    """Read the request from stdin, run the code, write one JSON reply, exit without clean-up."""
+    """Read the request from stdin, run the code, write its messages, exit without clean-up.
+
+    Messages are JSON lines on the original stdout: the first ("ready", or why set-up
+    failed) before the code runs, the reply after it.
+    """
     import json
     import os
     import sys
@@ -524,46 +791,81 @@ def _child_main() -> None:
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
     os.close(devnull)
+    encode = _child_encoder()
 
-    def send(message: dict[str, object]) -> NoReturn:
-        data = memoryview(json.dumps(message, ensure_ascii=True).encode("ascii"))
+    def post(message: dict[str, object]) -> None:
+        data = memoryview(encode(message))
         while data:
             data = data[os.write(reply_fd, data) :]
+
+    def send(message: dict[str, object]) -> NoReturn:
+        post(message)
         os._exit(0)
 
     try:
-        _child_run(json.loads(raw), send)
+        _child_run(json.loads(raw), send, post)
     except MemoryError:
         send({"kind": "memory"})
     except BaseException as error:  # the runner itself failed: report it, never a traceback
         send({"kind": "internal", "message": f"{type(error).__name__}: {_child_text(error, 500)}"})
 
 
+def _child_encoder() -> Callable[[dict[str, object]], bytes]:
+    """The runner's writer for its messages: one line of JSON, objects of str, int, bool and None.
+
+    Bound now to json's C string encoder, so that code which patches json's classes cannot
+    change what the runner writes (the parent checks every reply anyway).
+    """
+    from json.encoder import encode_basestring_ascii as quote
+
+    exact_str, exact_int, int_text, str_copy = str, int, int.__repr__, str.__str__
+
+    def encode(message: dict[str, object]) -> bytes:
+        parts: list[str] = []
+        for key, value in message.items():
+            if value is None or value is True or value is False:
+                text = {None: "null", True: "true", False: "false"}[value]
+            elif type(value) is exact_int:
+                text = int_text(value)
+            elif isinstance(value, exact_str):
+                text = quote(value if type(value) is exact_str else str_copy(value))
+            else:
+                text = quote("<unprintable>")
+            parts.append(quote(key) + ":" + text)
+        return ("{" + ",".join(parts) + "}\n").encode("ascii")
+
+    return encode
+
+
 def _child_text(error: BaseException, limit: int) -> str:
     """`str(error)`, shortened; the code's own `__str__` may misbehave."""
     try:
-        text = str(error)
+        text = str.__str__(str(error))
     except BaseException:
         text = "<unprintable>"
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _child_run(request: dict[str, Any], send: Callable[[dict[str, object]], NoReturn]) -> None:
-    """Prepare the namespace and the limits, then run the code with the audit hook on."""
+def _child_run(
+    request: dict[str, Any], send: Callable[[dict[str, object]], NoReturn], post: Callable[[dict[str, object]], None]
+) -> None:
+    """Prepare the namespace, the limits and the confinement, then run the code with the audit hook on."""
     import ast
     import builtins
     import json
     import os
     import resource
     import sys
+    import time
     import types
 
     code: str = request["code"]
     allowed: list[str] = request["modules"]
     output_bytes: int = request["output_bytes"]
+    seccomp: str | None = request["seccomp"]
 
     # Modules: import the allowed ones now, while imports still work.
-    for name in (*allowed, *_SUPPORT_MODULES):
+    for name in (*allowed, *_SUPPORT_MODULES, *(("ctypes",) if seccomp is not None else ())):
         try:
             __import__(name)
         except ImportError:
@@ -590,6 +892,12 @@ def _child_run(request: dict[str, Any], send: Callable[[dict[str, object]], NoRe
             refuse(f"access to the attribute {name!r} is not allowed")
         return name
 
+    def check_pattern_name(name: object) -> str:
+        checked = check_name(name)
+        if checked in _FORMAT_METHODS:
+            refuse(f"matching the attribute {checked!r} by position is not allowed")
+        return checked
+
     def sandbox_import(
         name: str, globals: object = None, locals: object = None, fromlist: object = (), level: int = 0
     ) -> ModuleType | None:
@@ -609,9 +917,10 @@ def _child_run(request: dict[str, Any], send: Callable[[dict[str, object]], NoRe
         return proxies[name] if fromlist else proxies[top]
 
     real_getattr, real_setattr, real_delattr = builtins.getattr, builtins.setattr, builtins.delattr
+    guard_format = _child_format_guard(check_name)
 
     def safe_getattr(obj: object, name: str, *default: object) -> object:
-        return real_getattr(obj, check_name(name), *default)
+        return guard_format(real_getattr(obj, check_name(name), *default))
 
     def safe_hasattr(obj: object, name: str) -> bool:
         try:
@@ -625,6 +934,9 @@ def _child_run(request: dict[str, Any], send: Callable[[dict[str, object]], NoRe
 
     def safe_delattr(obj: object, name: str) -> None:
         real_delattr(obj, check_name(name))
+
+    def attribute(obj: object, name: str) -> object:  # `obj.format` in the rewritten program
+        return guard_format(real_getattr(obj, name))
 
     def refusal(reason: str) -> Callable[..., NoReturn]:
         def refused(*args: object, **kwargs: object) -> NoReturn:
@@ -645,7 +957,10 @@ def _child_run(request: dict[str, Any], send: Callable[[dict[str, object]], NoRe
         setattr=safe_setattr,
         delattr=safe_delattr,
     )
-    _child_patch_name_lookups(proxies, check_name)
+    program_module = types.ModuleType("__main__")  # typing finds the code's classes' namespace here
+    namespace = vars(program_module)
+    _child_patch_name_lookups(proxies, check_name, guard_format)
+    _child_patch_typing(refuse, safe_builtins, namespace, globals())
 
     # Operating-system limits, then drop root: `nobody` cannot fork with RLIMIT_NPROC=0.
     cpu: int = request["cpu_seconds"]
@@ -667,23 +982,16 @@ def _child_run(request: dict[str, Any], send: Callable[[dict[str, object]], NoRe
         except OSError:
             pass  # e.g. a user namespace without uid 65534; the other layers remain
     resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
+    time.localtime()  # the C library reads the time zone now, while files can still be opened
 
-    # Compile, and refuse internal attribute names in the source.
+    # Compile: refuse internal names in the source, route dynamic names through the checks.
     try:
         tree = ast.parse(code, _CHILD_FILENAME)
         if request["name_checks"]:
-            for node in ast.walk(tree):
-                names: list[str] = []
-                if isinstance(node, ast.Attribute):
-                    names = [node.attr]
-                elif isinstance(node, ast.MatchClass):
-                    names = list(node.kwd_attrs)
-                elif isinstance(node, ast.ImportFrom):
-                    names = [alias.name for alias in node.names]
-                for name in names:
-                    if name in _DENIED_ATTRIBUTES:
-                        send({"kind": "violation", "message": f"line {getattr(node, 'lineno', '?')}: "
-                              f"the attribute {name!r} is not allowed"})  # fmt: skip
+            problem = _child_denied_name(tree)
+            if problem is not None:
+                send({"kind": "violation", "message": problem})
+            tree = _child_rewrite(tree)
         program = compile(tree, _CHILD_FILENAME, "exec", dont_inherit=True)  # not this file's __future__
     except SyntaxError as error:
         line = error.lineno
@@ -698,10 +1006,16 @@ def _child_run(request: dict[str, Any], send: Callable[[dict[str, object]], NoRe
               "message": f"{type(error).__name__}: {detail}", "traceback": ""})  # fmt: skip
 
     _child_seal(proxies)
+    note = _child_confine(seccomp) if seccomp is not None else ""  # why a requested filter is not loaded
+    post({"kind": "ready", "confined": seccomp is not None and not note, "note": note})  # the code can write next
+
     capture = _ChildCapture(output_bytes)
     sys.stdout = sys.stderr = capture
-    namespace: dict[str, object] = {"__builtins__": safe_builtins, "__name__": "__main__", "__doc__": None}
+    namespace.update({"__builtins__": safe_builtins, "__doc__": None})
     namespace.update(request["inputs"])
+    namespace[_ATTR_HELPER] = attribute
+    namespace[_CLASSES_HELPER] = _child_match_classes(check_pattern_name)
+    sys.modules["__main__"] = program_module
     frames_ok = [False]
     if request["audit_hook"]:
         sys.addaudithook(_child_audit_hook(frames_ok, refuse))
@@ -750,6 +1064,8 @@ def _child_run(request: dict[str, Any], send: Callable[[dict[str, object]], NoRe
         send({"kind": "output", "stdout": capture.text(),
               "message": f"`result` is not JSON-serialisable ({_child_text(error, 200)}); "
               "use str, int, float, bool, None, lists and dicts with str keys"})  # fmt: skip
+    if type(value) is not str:
+        send({"kind": "output", "stdout": capture.text(), "message": "`result` could not be written as JSON"})
     size = len(value.encode("utf-8", "surrogatepass"))
     if size > output_bytes:
         send({"kind": "output", "stdout": capture.text(),
@@ -825,12 +1141,152 @@ def _child_module_copies(allowed: list[str], module_type: type[ModuleType]) -> d
     return copies
 
 
-def _child_patch_name_lookups(copies: dict[str, ModuleType], check_name: Callable[[object], str]) -> None:
-    """Close the library routes to getattr-by-string: attrgetter, methodcaller, Formatter."""
+def _child_format_guard(check_name: Callable[[object], str]) -> Callable[[object], object]:
+    """A filter for attribute values: `str.format` and `str.format_map` come out checking their fields.
+
+    Those methods look up the attribute names written in the format string (`{0.__globals__}`),
+    which can be built at run time; the wrapper checks each such name just before the call.
+    """
+    parser: Any = __import__("_string")  # the C parser behind str.format (no type stubs)
+
+    real_format, real_format_map = str.format, str.format_map
+    builtin_method = type("".format)
+
+    def check(template: object, depth: int = 0) -> None:
+        if not isinstance(template, str) or depth > 3:
+            return  # not a str: the real method raises; deeper nesting: it refuses the recursion
+        fields = parser.formatter_parser(template)
+        try:
+            for _, field_name, spec, _ in fields:  # lazily, like the real method: it looks up as it goes
+                if field_name is not None:
+                    _, rest = parser.formatter_field_name_split(field_name)
+                    for is_attribute, key in rest:
+                        if is_attribute:
+                            check_name(key)
+                if spec:
+                    check(spec, depth + 1)
+        except ValueError:
+            return  # malformed from here on: the real method raises at the same place
+
+    def unbound(real: Callable[..., str]) -> Callable[..., str]:
+        def method(self: object, /, *args: object, **kwargs: object) -> str:
+            check(self)
+            return real(self, *args, **kwargs)
+
+        return method
+
+    checked_format, checked_format_map = unbound(real_format), unbound(real_format_map)
+
+    def bound(real: Callable[..., str], template: str) -> Callable[..., str]:
+        def method(*args: object, **kwargs: object) -> str:
+            check(template)
+            return real(*args, **kwargs)
+
+        return method
+
+    def guard(value: object) -> object:
+        if value is real_format:
+            return checked_format
+        if value is real_format_map:
+            return checked_format_map
+        if type(value) is builtin_method:
+            owner = getattr(value, "__self__", None)
+            if isinstance(owner, str) and getattr(value, "__name__", None) in _FORMAT_METHODS:
+                return bound(value, owner)
+        return value
+
+    return guard
+
+
+def _child_match_classes(check_name: Callable[[object], str]) -> Callable[..., object]:
+    """`<sandbox classes>`: the classes of a match statement's class patterns, for the match.
+
+    A class pattern with positional sub-patterns reads the attributes that the class's
+    `__match_args__` name: strings computed at run time, which a metaclass may even answer
+    differently each time it is asked. So the pattern gets a stand-in class. The match
+    calls the stand-in's isinstance() first; when the real class says yes, that call reads
+    the real `__match_args__` (once, where Python would), checks every name and freezes
+    them in the stand-in, from which the match then takes them with no code in between.
+    Builtins that match themselves (`int(x)`) keep that behaviour.
+    """
+    real_type = type
+    flags_of = type.__dict__["__flags__"].__get__
+    name_of = type.__dict__["__name__"].__get__
+    base_of = type.__dict__["__base__"].__get__
+    set_attribute, delete_attribute = type.__setattr__, type.__delattr__
+    is_class, matches_self = 1 << 31, 1 << 22  # Py_TPFLAGS_TYPE_SUBCLASS, _Py_TPFLAGS_MATCH_SELF
+    self_matching = (bool, bytearray, bytes, dict, float, frozenset, int, list, set, str, tuple)
+    missing = object()
+    targets: dict[int, Any] = {}
+    made: dict[int, tuple[object, type]] = {}  # holds each class, so that its id is not reused
+
+    class StandIn(type):
+        def __instancecheck__(cls, instance: object) -> bool:
+            target = targets[id(cls)]
+            if not isinstance(instance, target):
+                return False
+            args = getattr(target, "__match_args__", missing)
+            if type(args) is tuple:
+                for name in args:
+                    if type(name) is str:  # others make the match raise TypeError when reached
+                        check_name(name)
+            if args is not missing:
+                set_attribute(cls, "__match_args__", args)
+            elif "__match_args__" in cls.__dict__:
+                delete_attribute(cls, "__match_args__")
+            return True
+
+    def stand_in(cls: Any) -> object:
+        if not flags_of(real_type(cls)) & is_class:
+            return cls  # not a class: the match raises TypeError before any lookup
+        if any(cls is builtin for builtin in self_matching):
+            return cls  # no metaclass and no namespace the code can change
+        if id(cls) in made:
+            return made[id(cls)][1]
+        bases: tuple[Any, ...] = ()
+        if flags_of(cls) & matches_self:  # a subclass of a builtin that matches itself
+            solid: Any = cls
+            while solid is not None and not any(solid is builtin for builtin in self_matching):
+                solid = base_of(solid)
+            bases = (solid,) if solid is not None else ()
+        proxy = StandIn(name_of(cls), bases, {})
+        targets[id(proxy)] = cls
+        made[id(cls)] = (cls, proxy)
+        return proxy
+
+    class Classes:
+        __slots__ = ("lazy", "sources")
+
+        def __init__(self, lazy: bool, sources: tuple[Any, ...]) -> None:
+            self.lazy = lazy
+            self.sources = sources
+
+        def __getattr__(self, key: str) -> object:
+            source = self.sources[int(key[1:])]
+            return stand_in(source() if self.lazy else source)
+
+    def classes(lazy: bool, *sources: Any) -> Classes:
+        return Classes(lazy, sources)
+
+    return classes
+
+
+def _child_patch_name_lookups(
+    copies: dict[str, ModuleType], check_name: Callable[[object], str], guard: Callable[[object], object]
+) -> None:
+    """Close the library routes to getattr-by-string: attrgetter, methodcaller, Formatter, update_wrapper.
+
+    `functools.update_wrapper` (behind `wraps`, `lru_cache`, `singledispatch`) copies
+    attributes named by its caller and merges the wrapped object's `__dict__`: a class's or
+    a module's would hand their internals to the code. It is replaced in the real module,
+    so that functools' own callers use the checked version too.
+    """
+    import functools
     import operator
     import string
 
     real_attrgetter, real_methodcaller = operator.attrgetter, operator.methodcaller
+    real_getattr, real_setattr = getattr, setattr
 
     def attrgetter(*names: str) -> Callable[[object], object]:
         for name in names:
@@ -839,10 +1295,15 @@ def _child_patch_name_lookups(copies: dict[str, ModuleType], check_name: Callabl
             for part in name.split("."):
                 check_name(part)
         getter = real_attrgetter(*names)
-        return lambda obj: getter(obj)
+        if len(names) == 1:
+            return lambda obj: guard(getter(obj))
+        return lambda obj: tuple(guard(value) for value in getter(obj))
 
     def methodcaller(name: str, *args: object, **kwargs: object) -> Callable[[object], object]:
-        caller = real_methodcaller(check_name(name), *args, **kwargs)
+        checked = check_name(name)
+        if checked in _FORMAT_METHODS:
+            return lambda obj: guard(real_getattr(obj, checked))(*args, **kwargs)  # type: ignore[operator]
+        caller = real_methodcaller(checked, *args, **kwargs)
         return lambda obj: caller(obj)
 
     if "operator" in copies:
@@ -855,9 +1316,297 @@ def _child_patch_name_lookups(copies: dict[str, ModuleType], check_name: Callabl
             raise TypeError("field name must be a str")
         for part in field_name.replace("[", ".").replace("]", ".").split("."):
             check_name(part)  # item keys too: stricter than needed, never looser
-        return real_get_field(self, field_name, args, kwargs)
+        value, first = real_get_field(self, field_name, args, kwargs)
+        return guard(value), first
 
     string.Formatter.get_field = get_field  # type: ignore[method-assign]
+
+    is_class = 1 << 31
+    flags_of = type.__dict__["__flags__"].__get__
+    module_type = type(functools)
+
+    def update_wrapper(
+        wrapper: Any,
+        wrapped: Any,
+        assigned: tuple[str, ...] = functools.WRAPPER_ASSIGNMENTS,
+        updated: tuple[str, ...] = functools.WRAPPER_UPDATES,
+    ) -> Any:
+        for name in assigned:
+            try:
+                value = real_getattr(wrapped, check_name(name))
+            except AttributeError:
+                pass
+            else:
+                real_setattr(wrapper, name, guard(value))
+        for name in updated:
+            if type(name) is str and name == "__dict__":
+                if flags_of(type(wrapped)) & is_class or isinstance(wrapped, module_type):
+                    continue  # a class's or a module's namespace: never merged
+            else:
+                check_name(name)
+            real_getattr(wrapper, name).update(real_getattr(wrapped, name, {}))
+        real_setattr(wrapper, "__wrapped__", wrapped)
+        return wrapper
+
+    functools.update_wrapper = update_wrapper  # type: ignore[assignment]
+    if "functools" in copies:
+        setattr(copies["functools"], "update_wrapper", update_wrapper)
+
+
+def _child_patch_typing(
+    refuse: Callable[[str], NoReturn],
+    safe_builtins: dict[str, object],
+    namespace: dict[str, Any],
+    runner_globals: dict[str, Any],
+) -> None:
+    """Keep `typing`'s evaluation of string hints inside the code's own namespaces.
+
+    `ForwardRef._evaluate` (behind `get_type_hints`) evaluates a hint in a namespace typing
+    picks: a function's `__globals__`, the module named by a class's `__module__` (which
+    the code sets), a given dict. Another module's namespace would hand its globals to the
+    code, and a dict without `__builtins__` gets the real builtins from eval(). So: no
+    module's namespace but the code's own, and the sandbox's builtins where none are given.
+    """
+    import sys
+
+    typing = sys.modules.get("typing")
+    if typing is None:
+        return
+    forward_ref = typing.ForwardRef
+    real_evaluate = forward_ref._evaluate
+    modules = sys.modules
+    reason = "evaluating a type hint outside the code's own namespace is not allowed"
+
+    def foreign(space: object) -> bool:
+        if space is None or space is namespace:
+            return False
+        if space is runner_globals:
+            return True
+        for module in list(modules.values()):
+            try:
+                if space is getattr(module, "__dict__", None):
+                    return True
+            except Exception:
+                continue
+        return False
+
+    def evaluate(self: Any, globalns: Any, localns: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(self, "__forward_module__", None) is not None or foreign(globalns) or foreign(localns):
+            refuse(reason)
+        if globalns is None:
+            globalns = {} if localns is None else localns
+        if type(globalns) is not dict:
+            refuse("type hints can only be evaluated in a plain dict namespace")
+        if "__builtins__" not in globalns:
+            globalns["__builtins__"] = safe_builtins
+        return real_evaluate(self, globalns, localns, *args, **kwargs)
+
+    forward_ref._evaluate = evaluate
+
+
+def _child_denied_name(tree: ast.AST) -> str | None:
+    """Where the source spells a refused name: the first such place, described, or None.
+
+    Attribute names (`x.__dict__`, class patterns' keywords, `from m import __dict__`),
+    bound names (variables, parameters, functions, classes, keyword arguments), and
+    `format`/`format_map` where their value would reach the code unchecked (patterns,
+    augmented assignment).
+    """
+    import ast
+
+    for node in ast.walk(tree):
+        line = getattr(node, "lineno", None)
+        if isinstance(node, ast.match_case):
+            for part in ast.walk(node.pattern):
+                if isinstance(part, ast.Attribute) and part.attr in _FORMAT_METHODS:
+                    return f"line {part.lineno}: the attribute {part.attr!r} is not allowed in a pattern"
+            continue
+        if isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Attribute):
+            if node.target.attr in _FORMAT_METHODS:
+                return f"line {line}: updating the attribute {node.target.attr!r} in place is not allowed"
+        attributes: list[str] = []
+        names: list[str] = []
+        if isinstance(node, ast.Attribute):
+            attributes = [node.attr]
+        elif isinstance(node, ast.MatchClass):
+            attributes = list(node.kwd_attrs)
+            in_pattern = sorted(_FORMAT_METHODS & set(attributes))
+            if in_pattern:
+                return f"line {line}: the attribute {in_pattern[0]!r} is not allowed in a pattern"
+        elif isinstance(node, ast.ImportFrom):
+            attributes = [alias.name for alias in node.names]
+        elif isinstance(node, ast.Name):
+            names = [node.id]
+        elif isinstance(node, ast.arg):
+            names = [node.arg]
+        elif isinstance(node, ast.keyword) and node.arg is not None:
+            names = [node.arg]
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names = [node.name]
+        elif isinstance(node, ast.alias) and node.asname is not None:
+            names = [node.asname]
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            names = list(node.names)
+        elif isinstance(node, ast.ExceptHandler) and node.name is not None:
+            names = [node.name]
+        elif isinstance(node, (ast.MatchAs, ast.MatchStar)) and node.name is not None:
+            names = [node.name]
+        elif isinstance(node, ast.MatchMapping) and node.rest is not None:
+            names = [node.rest]
+        for name in attributes:
+            if name in _DENIED_ATTRIBUTES:
+                return f"line {line}: the attribute {name!r} is not allowed"
+        for name in names:
+            if name in _DENIED_NAMES:
+                return f"line {line}: the name {name!r} is not allowed"
+    return None
+
+
+def _child_rewrite(tree: ast.Module) -> ast.Module:
+    """Route the program's dynamic attribute reads through the run-time checks.
+
+    `x.format` and `x.format_map` (loads) become `<sandbox attr>(x, name)`, whose value
+    checks the format string's fields when called. A class pattern with positional
+    sub-patterns gets its class from `<sandbox classes>` (see `_child_match_classes`): the
+    match statement is preceded by an assignment of the helper, given each such class as a
+    lambda, evaluated when its case is tried, or as a value in a class body, where a
+    lambda would not see the class's names. A class body that uses the helpers declares
+    them global, so that a metaclass's `__prepare__` mapping cannot answer for them.
+    """
+    import ast
+    import sys
+
+    counter = [0]
+    scopes: list[set[str] | None] = [None]  # per scope: None for module or function, names to declare for a class
+
+    def use(*names: str) -> None:
+        declared = scopes[-1]
+        if declared is not None:
+            declared.update(names)
+
+    class Rewriter(ast.NodeTransformer):
+        def statements(self, body: list[ast.stmt]) -> list[ast.stmt]:
+            result: list[ast.stmt] = []
+            for statement in body:
+                new = self.visit(statement)
+                result.extend(new if isinstance(new, list) else [new])
+            return result
+
+        def visit_ClassDef(self, node: ast.ClassDef) -> ast.ClassDef:
+            node.decorator_list = [self.visit(item) for item in node.decorator_list]
+            node.bases = [self.visit(item) for item in node.bases]
+            node.keywords = [self.visit(item) for item in node.keywords]
+            declared: set[str] = set()
+            scopes.append(declared)
+            node.body = self.statements(node.body)
+            scopes.pop()
+            if declared:
+                first = node.body[0]
+                docstring = isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+                docstring = docstring and isinstance(first.value.value, str)  # type: ignore[attr-defined]
+                node.body.insert(1 if docstring else 0, ast.copy_location(ast.Global(sorted(declared)), first))
+            return node
+
+        def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.FunctionDef:
+            node.decorator_list = [self.visit(item) for item in node.decorator_list]
+            node.args = self.visit(node.args)
+            if node.returns is not None:
+                node.returns = self.visit(node.returns)
+            scopes.append(None)
+            node.body = self.statements(node.body)
+            scopes.pop()
+            return node
+
+        def visit_AsyncFunctionDef(self, node: ast.AsyncFunctionDef) -> ast.AsyncFunctionDef:
+            return self.visit_FunctionDef(node)  # type: ignore[arg-type,return-value]  # the same fields
+
+        def visit_Lambda(self, node: ast.Lambda) -> ast.Lambda:
+            node.args = self.visit(node.args)
+            scopes.append(None)
+            node.body = self.visit(node.body)
+            scopes.pop()
+            return node
+
+        def visit_Attribute(self, node: ast.Attribute) -> ast.expr:
+            self.generic_visit(node)
+            if isinstance(node.ctx, ast.Load) and node.attr in _FORMAT_METHODS:
+                use(_ATTR_HELPER)
+                helper = ast.Name(_ATTR_HELPER, ast.Load())
+                return ast.copy_location(ast.Call(helper, [node.value, ast.Constant(node.attr)], []), node)
+            return node
+
+        def visit_Match(self, node: ast.Match) -> ast.stmt | list[ast.stmt]:
+            node.subject = self.visit(node.subject)
+            temp = f"<sandbox match {counter[0]}>"
+            counter[0] += 1
+            sources: list[ast.expr] = []
+            for case in node.cases:
+                self.pattern(case.pattern, temp, sources)
+                if case.guard is not None:
+                    case.guard = self.visit(case.guard)
+                case.body = self.statements(case.body)
+            if not sources:
+                return node
+            lazy = scopes[-1] is None
+            no_arguments = ast.arguments(posonlyargs=[], args=[], kwonlyargs=[], kw_defaults=[], defaults=[])
+            values = [ast.copy_location(ast.Lambda(no_arguments, s), s) if lazy else s for s in sources]
+            helper = ast.Name(_CLASSES_HELPER, ast.Load())
+            assign = ast.Assign([ast.Name(temp, ast.Store())], ast.Call(helper, [ast.Constant(lazy), *values], []))
+            use(temp, _CLASSES_HELPER)
+            return [ast.copy_location(assign, node), node]
+
+        def pattern(self, pattern: ast.pattern, temp: str, sources: list[ast.expr]) -> None:
+            if isinstance(pattern, ast.MatchClass):
+                for part in (*pattern.patterns, *pattern.kwd_patterns):
+                    self.pattern(part, temp, sources)
+                if pattern.patterns:
+                    sources.append(self.visit(pattern.cls))
+                    stand_in = ast.Attribute(ast.Name(temp, ast.Load()), f"c{len(sources) - 1}", ast.Load())
+                    pattern.cls = ast.copy_location(stand_in, pattern.cls)
+            elif isinstance(pattern, ast.MatchAs) and pattern.pattern is not None:
+                self.pattern(pattern.pattern, temp, sources)
+            elif isinstance(pattern, (ast.MatchOr, ast.MatchSequence, ast.MatchMapping)):
+                for part in pattern.patterns:
+                    self.pattern(part, temp, sources)
+
+    depth = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(depth, 20_000))  # deeper than compile() goes: the rewrite never refuses first
+    try:
+        result = Rewriter().visit(tree)
+    finally:
+        sys.setrecursionlimit(depth)
+    return ast.fix_missing_locations(result)  # type: ignore[no-any-return]
+
+
+def _child_confine(program_hex: str) -> str:
+    """Load the parent's seccomp-bpf filter into this process: "" when done, else why not.
+
+    `no_new_privs` first (the kernel requires it of a process without CAP_SYS_ADMIN); the
+    filter then holds for the rest of the process's life: nothing can remove it.
+    """
+    import os
+
+    try:
+        import ctypes
+
+        program = bytes.fromhex(program_hex)
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+        prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+        prctl.restype = ctypes.c_int
+
+        class SockFprog(ctypes.Structure):
+            _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+        buffer = ctypes.create_string_buffer(program, len(program))
+        fprog = SockFprog(len(program) // 8, ctypes.addressof(buffer))
+        if prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
+            return f"prctl(PR_SET_NO_NEW_PRIVS) failed: {os.strerror(ctypes.get_errno())}"
+        if prctl(22, 2, ctypes.addressof(fprog), 0, 0) != 0:  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
+            return f"the kernel refused the seccomp filter: {os.strerror(ctypes.get_errno())}"
+    except (ImportError, OSError, ValueError, AttributeError, TypeError) as error:
+        return f"cannot load the seccomp filter: {type(error).__name__}: {error}"
+    return ""
 
 
 def _child_seal(copies: dict[str, ModuleType]) -> None:

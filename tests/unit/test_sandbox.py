@@ -1,8 +1,10 @@
 """The code sandbox: ordinary programs work; every escape ends in the right typed error.
 
 After every test the parent is checked: no new child process left (not even a zombie)
-and no temporary directory left behind. Tests that switch the in-child layers off (through
-the private `_run_code`) show that the next layer still holds on its own.
+and no temporary directory left behind. Tests that switch layers off (through the private
+`_run_code`: the name checks, the audit hook, the kernel's seccomp filter) show that the
+next layer still holds on its own. Escapes past the name layer, the reply protocol and
+the kernel layer are in test_sandbox_escapes.py.
 """
 
 from __future__ import annotations
@@ -185,7 +187,8 @@ def test_concurrent_runs_do_not_interfere() -> None:
 
 
 def test_the_working_directory_is_a_fresh_temporary_directory_removed_afterwards(healthy_parent: Path) -> None:
-    out = run_code("import os\nresult = os.getcwd()", limits=limits(modules={"os"}))
+    # The kernel layer refuses getcwd(); without it the code can see where it runs.
+    out = _run_code("import os\nresult = os.getcwd()", None, limits(modules={"os"}), kernel=False)
     assert Path(out.value).parent == healthy_parent
     assert not Path(out.value).exists()
 
@@ -261,7 +264,7 @@ def test_without_the_in_child_layers_there_is_still_no_network() -> None:
         port = server.getsockname()[1]
         code = f"import socket\ns = socket.socket()\ns.connect(('127.0.0.1', {port}))\nresult = 1"
         with pytest.raises(SandboxCodeError, match="unreachable|refused"):
-            _run_code(code, None, limits(modules={"socket"}), name_checks=False, audit_hook=False)
+            _run_code(code, None, limits(modules={"socket"}), name_checks=False, audit_hook=False, kernel=False)
         assert_no_connection(server)
 
 
@@ -381,7 +384,7 @@ def test_a_fork_bomb_is_a_quick_violation(code: str, name_checks: bool, modules:
 def test_without_the_in_child_layers_the_fork_bomb_still_fails() -> None:
     code = OS_GLOBALS + "while True:\n    g['fork']()"
     with pytest.raises(SandboxCodeError, match="BlockingIOError|Resource temporarily unavailable"):
-        _run_code(code, None, SMALL, name_checks=False, audit_hook=False)
+        _run_code(code, None, SMALL, name_checks=False, audit_hook=False, kernel=False)
 
 
 # -- time and memory -----------------------------------------------------------------------
