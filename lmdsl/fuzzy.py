@@ -359,8 +359,9 @@ class _CallRun:
         return self._fn.output_format.render(output)
 
 
-def _caller_namespace() -> Mapping[str, Any] | None:
-    """The local namespace of the code applying the decorator, when it is a function body."""
+def _caller_namespace() -> Mapping[str, Any] | None:  # pragma: no mutate function
+    """The local namespace of the code applying the decorator, when it is a function body.
+    (Counts frames, so mutation testing must not wrap it or `fuzzy` in a trampoline.)"""
     frame = sys._getframe(2)
     return None if frame.f_locals is frame.f_globals else dict(frame.f_locals)
 
@@ -427,7 +428,7 @@ def fuzzy(
 ) -> FuzzyDecorator: ...
 
 
-def fuzzy(
+def fuzzy(  # pragma: no mutate function
     fn: Callable[P, R] | None = None,
     /,
     *,
