@@ -57,6 +57,10 @@ class FakeServer:
         self._queue: list[Reply] = []
         self._in_flight = 0
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        # Hold each request until this many are in flight at once (then let all go): a test that a
+        # concurrency bound is reached waits for it to be reached instead of hoping delays overlap.
+        self.gather = 0
         server = self
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), _handler(server))
         self._http.daemon_threads = True
@@ -72,6 +76,7 @@ class FakeServer:
         """Start afresh with this default (a server shared by many tests or examples)."""
         with self._lock:
             self.default = default
+            self.gather = 0
             self._queue.clear()
             self.requests.clear()
 
@@ -90,6 +95,8 @@ class FakeServer:
         with self._lock:
             self._in_flight += 1
             self.peak = max(self.peak, self._in_flight)
+            self._changed.notify_all()
+            self._changed.wait_for(lambda: self.peak >= self.gather, timeout=60)
         try:
             yield
         finally:

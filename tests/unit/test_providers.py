@@ -430,7 +430,8 @@ def test_a_local_server_needs_no_key(openai: Api, monkeypatch: pytest.MonkeyPatc
 
 # -- concurrency --------------------------------------------------------------------------
 def test_concurrent_requests_stay_within_the_bound(api: Api) -> None:
-    api.server.default = lambda _: replace(api.provider.reply(TRIAGED), delay=0.1)
+    api.server.default = lambda _: replace(api.provider.reply(TRIAGED), delay=0.01)
+    api.server.gather = 3  # the first requests wait until three are in flight: the bound is reached
     items = [{"message": f"message {n}"} for n in range(15)]
     with lmdsl.using(model=api.backend(max_concurrency=3), cache=False):
         outcomes = triage.map(items, threads=12)
@@ -439,7 +440,8 @@ def test_concurrent_requests_stay_within_the_bound(api: Api) -> None:
 
 
 def test_an_evaluation_stays_within_the_bound(claude: Api) -> None:
-    claude.server.default = lambda _: replace(claude_tool(TRIAGED), delay=0.1)
+    claude.server.default = lambda _: replace(claude_tool(TRIAGED), delay=0.01)
+    claude.server.gather = 2
     devset = [lmdsl.Example(message=f"message {n}", category="bug") for n in range(8)]
     with lmdsl.using(model=claude.backend(max_concurrency=2), cache=False):
         result = lmdsl.evaluate(triage, devset, lambda example, ticket: ticket.category == example.category,

