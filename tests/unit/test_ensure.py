@@ -11,6 +11,7 @@ import pytest
 from pydantic import BaseModel, ValidationInfo, field_validator, model_validator
 
 import lmdsl
+from lmdsl.strategies import Generation
 
 
 def inputs_of(info: ValidationInfo) -> Mapping[str, Any]:
@@ -372,3 +373,35 @@ def test_a_check_that_returns_false_rejects_the_output() -> None:
     with lmdsl.using(model=model):
         assert count("a b") == 2
     assert "fails the check" in model.requests[1].messages[-1].content
+
+
+class _Handmade(lmdsl.Strategy):
+    """A strategy that builds its output without the call loop (as tools or code do)."""
+
+    def run(self, run: lmdsl.Run) -> Generation:
+        return Generation(int(run.inputs["n"]) * 2, None, ())
+
+
+def test_checks_run_on_a_custom_strategys_final_output() -> None:
+    @lmdsl.fuzzy(strategy=_Handmade())
+    def double(n: int) -> int:
+        """Double the number."""
+
+    @double.ensure
+    def small(out: int) -> None:
+        if out > 10:
+            raise lmdsl.Retry("too big")
+
+    assert double(3) == 6
+    with pytest.raises(lmdsl.AssertionFailed, match="too big"):
+        double(6)
+
+
+def test_a_soft_check_on_a_custom_strategy_warns_and_keeps_the_output() -> None:
+    @lmdsl.fuzzy(strategy=_Handmade())
+    def double(n: int) -> int:
+        """Double the number."""
+
+    double.ensure(lambda out: out <= 10, soft=True)
+    with pytest.warns(lmdsl.AssertionWarning, match="double"):
+        assert double(6) == 12

@@ -276,3 +276,28 @@ def test_scripted_function_replies_see_the_request() -> None:
     with lmdsl.using(model=lmdsl.ScriptedModel(reply)):
         assert count_words("one two three") == 3
         assert count_words("one") == 1
+
+
+def test_a_functions_own_temperature_reaches_the_request_and_beats_the_configured_one() -> None:
+    @lmdsl.fuzzy(temperature=0.9)
+    def warm(text: str) -> str:
+        """Rephrase the text."""
+
+    model = lmdsl.ScriptedModel([{"warm": "a"}, {"warm": "b"}])
+    with lmdsl.using(model=model):
+        warm("x")
+        with lmdsl.using(temperature=0.2):
+            warm("y")
+    assert [r.temperature for r in model.requests] == [0.9, 0.9]
+
+
+def test_a_chain_of_thought_reply_without_reasoning_is_rejected_and_retried() -> None:
+    model = lmdsl.ScriptedModel([{"answer": "Paris"}, {"reasoning": 7, "answer": "Paris"}, {"reasoning": "r", "answer": "Paris"}])
+    with lmdsl.using(model=model):
+        record = answer.invoke({"question": "Capital?", "context": ["Paris is the capital."]})
+    assert record.output == Answer(answer="Paris") and record.reasoning == "r"
+    assert [a.error for a in record.attempts] == [
+        'the reply must start with a "reasoning" string',
+        'the reply must start with a "reasoning" string',
+        None,
+    ]

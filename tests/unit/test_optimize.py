@@ -373,3 +373,39 @@ def test_a_token_budget_stops_the_search(optimizer: str) -> None:
 def test_a_storage_url_for_an_optimizer_without_a_study_is_refused(tmp_path: Path) -> None:
     with pytest.raises(lmdsl.ConfigurationError, match="RandomSearch keeps no study"):
         compile_program(decorated, storage=f"sqlite:///{tmp_path / 's.sqlite3'}")
+
+
+@pytest.mark.parametrize(
+    ("value", "threshold", "passes"),
+    [(True, None, True), (False, None, False), (1.0, None, True), (0.999, None, False),
+     (0.5, 0.5, True), (0.4999, 0.5, False), (0.0, 0.0, True), (1, 1.0, True)],
+)
+def test_a_run_passes_the_bootstrap_metric_at_one_or_at_the_threshold_exactly(
+    value: float | bool, threshold: float | None, passes: bool
+) -> None:
+    from lmdsl.compiler.few_shot import metric_passes
+
+    example = Example(text="x", label="y")
+    assert metric_passes(lambda example, prediction: value, example, "y", (), threshold) is passes
+
+
+def test_bootstrap_keeps_runs_that_reach_the_threshold_and_stops_at_max_demos() -> None:
+    scores = {"Great film!": 0.5, "Awful plot.": 0.4, "Loved it.": 0.5, "So boring...": 0.9, "Fine acting.": 1.0}
+
+    def graded(example: Example, prediction: str) -> float:
+        return scores.get(example.text, 0.0)
+
+    kept = BootstrapFewShot(max_demos=3, max_labeled=0, threshold=0.5).compile(classify, TRAIN, graded)
+    texts = [d.inputs["text"] for d in kept.params["clean"].demos]
+    assert texts == ["Great film!", "Loved it.", "So boring..."]  # 0.4 fell short; the budget of 3 is met exactly
+
+
+@pytest.mark.parametrize("max_demos", [1, 2])
+def test_random_search_draws_demo_set_sizes_within_max_demos(max_demos: int) -> None:
+    compiled = RandomSearch(candidates=8, max_demos=max_demos, max_labeled=0, seed=3, threads=1).compile(
+        classify, TRAIN, exact, devset=DEV
+    )
+    sizes = [c.label.split(", ")[-1] for c in compiled.candidates if "shuffled" in c.label]
+    assert len(sizes) == 5
+    assert {int(size.split()[0]) for size in sizes} <= set(range(1, max_demos + 1))
+    assert max(int(size.split()[0]) for size in sizes) == max_demos  # the top of the range is drawn too (seeded)

@@ -202,6 +202,24 @@ def test_backtracking_reruns_later_steps_with_the_new_output() -> None:
     assert result.trace[1].record.inputs == {"answer": "Paris"}
 
 
+def test_a_replayed_call_whose_inputs_changed_runs_afresh_instead_of_returning_the_stale_output() -> None:
+    questions = iter(["Capital of France?", "Capital of Italy?"])
+
+    @lmdsl.program
+    def drifting(topic: str) -> str:
+        reply = answer(question=next(questions), notes=[])  # the Python before the call gives new inputs
+        lmdsl.require(grade(reply) == "good", "Rejected.")
+        return reply
+
+    model = by_function({"answer": ["Paris", "Rome"], "grade": ["bad", "good"]})
+    with lmdsl.using(model=model):
+        result = drifting.run("capitals")
+    assert result.output == "Rome"
+    answered = [r.messages[-1].content for r in model.requests if '"answer"' in (r.json_schema or "")]
+    assert answered == ["question: Capital of France?\nnotes: []", "question: Capital of Italy?\nnotes: []"]
+    assert result.trace[0].record.inputs == {"question": "Capital of Italy?", "notes": []}
+
+
 def test_require_raises_assertion_failed_when_backtracks_run_out() -> None:
     @lmdsl.program(max_backtracks=2)
     def stubborn(question: str) -> str:
