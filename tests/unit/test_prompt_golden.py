@@ -1,0 +1,172 @@
+"""The output's shape sketch and the `max_tokens` sizing, against values worked out by hand.
+
+The sizing is a heuristic (about 2 tokens of JSON punctuation per value, a key at half its
+length plus 2, numbers 8, strings 2 + maxLength/3 with 300 by default, arrays 8 items unless
+`maxItems`, a free-form object 5 entries, depth cut at 6, then x1.5 + 16 and a 4,096 cap);
+each expected figure below is that arithmetic done by hand, written in the comment beside
+it, so a change to any constant shows up here.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Literal, Optional, Union
+
+import pytest
+from pydantic import BaseModel, Field
+
+from lmdsl.prompt import MAX_TOKENS_CAP, OutputFormat, _estimate_tokens, describe_shape
+from lmdsl.signature import build_signature
+
+
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class Inner(BaseModel):
+    x: int
+    y: Optional[str] = None
+
+
+class Outer(BaseModel):
+    label: Literal["a", "b"] = Field(description="the label")
+    items: list[Inner]
+    pair: tuple[int, str]
+    table: dict[str, float]
+    color: Color
+    flag: bool = False
+    note: Union[int, str, None] = None
+
+
+def f_number(q: str) -> float:
+    """Do."""
+
+
+def f_text(q: str) -> str:
+    """Do."""
+
+
+def f_labels(q: str) -> list[Literal["x", "yy"]]:
+    """Do."""
+
+
+def f_table(q: str) -> dict[str, list[int]]:
+    """Do."""
+
+
+def f_huge(q: str) -> list[dict[str, dict[str, list[int]]]]:
+    """Do."""
+
+
+def f_outer(q: str) -> Outer:
+    """Do."""
+
+
+def output_format(fn: Any, *, reasoning: bool = False) -> OutputFormat:
+    return OutputFormat(build_signature(fn).output, reasoning=reasoning)
+
+
+@pytest.mark.parametrize(
+    ("fn", "reasoning", "expected"),
+    [
+        (f_number, False, 40),  # "f_number" 8/2 = 4: 2 + (4 + 2 + 8) = 16; 16 * 1.5 = 24; + 16
+        (f_number, True, 202),  # 16 + ("reasoning" 4.5 + 2 + string 102) = 124.5; * 1.5 -> 186; + 16
+        (f_text, False, 179),  # 2 + (3 + 2 + 102) = 109; * 1.5 -> 163; + 16
+        (f_labels, False, 91),  # enum 2 + 4/2 = 4; array 2 + 8 * 5 = 42; 2 + 4 + 2 + 42 = 50; -> 75; + 16
+        (f_table, False, 630),  # array 2 + 8 * 9 = 74; dict 2 + 5 * (6 + 74) = 402; 2 + 3.5 + 2 + 402 -> 614; + 16
+        (f_huge, False, MAX_TOKENS_CAP),  # 8 items of dicts of 2,042 tokens: capped
+    ],
+)
+def test_max_tokens_is_sized_from_the_schema(fn: Any, reasoning: bool, expected: int) -> None:
+    assert output_format(fn, reasoning=reasoning).max_tokens == expected
+
+
+@pytest.mark.parametrize(
+    ("schema", "defs", "expected"),
+    [
+        ({"type": "string", "maxLength": 30}, {}, 12.0),
+        ({"type": "string"}, {}, 102.0),
+        ({"type": "integer"}, {}, 8),
+        ({"type": "number"}, {}, 8),
+        ({"type": "boolean"}, {}, 2),
+        ({"type": "null"}, {}, 2),
+        ({}, {}, 30),
+        ({"type": "array", "maxItems": 2, "items": {"type": "integer"}}, {}, 20),  # 2 + 2 * 9
+        ({"type": "array", "prefixItems": [{"type": "integer"}, {"type": "boolean"}]}, {}, 14),  # 2 + 9 + 3
+        ({"type": "object", "additionalProperties": {"type": "integer"}}, {}, 72),  # 2 + 5 * 14
+        ({"type": "object", "properties": {"abcd": {"type": "boolean"}}}, {}, 8.0),  # 2 + (2 + 2 + 2)
+        ({"enum": ["aaaa", "b"]}, {}, 5.0),  # 2 + len('"aaaa"') / 2
+        ({"const": "abc"}, {}, 4.5),
+        ({"anyOf": [{"type": "integer"}, {"type": "string"}]}, {}, 102.0),
+        ({"oneOf": [{"type": "integer"}, {"type": "boolean"}]}, {}, 8),
+        ({"allOf": [{"type": "boolean"}]}, {}, 2),
+        ({"$ref": "#/$defs/A"}, {"A": {"type": "integer"}}, 8),
+        ({"$ref": "#/$defs/Missing"}, {}, 30),
+    ],
+)
+def test_token_estimates_per_kind_of_schema(schema: dict[str, Any], defs: dict[str, Any], expected: float) -> None:
+    assert _estimate_tokens(schema, defs, 0) == expected
+
+
+def test_token_estimates_stop_at_depth_seven_with_twenty() -> None:
+    deep: dict[str, Any] = {"type": "string"}
+    for _ in range(10):
+        deep = {"type": "array", "items": deep}
+    # depth 7 counts 20; each array level above it is 2 + 8 * (inner + 1): 170, 1370, ... 44938970
+    assert _estimate_tokens(deep, {}, 0) == 44938970
+    assert _estimate_tokens(deep, {}, 7) == 20
+
+
+def test_the_shape_of_a_model_with_every_kind_of_field() -> None:
+    assert output_format(f_outer).shape == (
+        "{\n"
+        '  "label": "a" | "b", // the label\n'
+        '  "items": [{\n'
+        '    "x": integer,\n'
+        '    "y": string | null // optional\n'
+        "  }, ...],\n"
+        '  "pair": [integer, string],\n'
+        '  "table": {"<key>": number, ...},\n'
+        '  "color": "red" | "blue",\n'
+        '  "flag": boolean, // optional\n'
+        '  "note": integer | string | null // optional\n'
+        "}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("fn", "reasoning", "expected"),
+    [
+        (f_labels, False, '{"f_labels": ["x" | "yy", ...]}'),
+        (f_labels, True, '{"reasoning": string, "f_labels": ["x" | "yy", ...]}'),
+        (f_table, False, '{"f_table": {"<key>": [integer, ...], ...}}'),
+        (f_number, False, '{"f_number": number}'),
+    ],
+)
+def test_the_shape_of_simple_outputs(fn: Any, reasoning: bool, expected: str) -> None:
+    assert output_format(fn, reasoning=reasoning).shape == expected
+
+
+@pytest.mark.parametrize(
+    ("schema", "expected"),
+    [
+        ({"allOf": [{"type": "integer"}]}, "integer"),
+        ({"oneOf": [{"type": "integer"}, {"const": "none"}]}, 'integer | "none"'),
+        ({"type": ["string", "null"]}, "string | null"),
+        ({}, "any"),
+        ({"type": "object"}, "{...}"),
+        ({"type": "object", "additionalProperties": True}, "{...}"),
+        ({"enum": ["é", 1]}, '"é" | 1'),
+        ({"$ref": "#/$defs/Missing"}, "any"),
+    ],
+)
+def test_describe_shape_of_each_construct(schema: dict[str, Any], expected: str) -> None:
+    assert describe_shape(schema, {}) == expected
+
+
+def test_describe_shape_stops_at_depth_nine_with_any() -> None:
+    deep: dict[str, Any] = {"type": "string"}
+    for _ in range(10):
+        deep = {"type": "array", "items": deep}
+    assert describe_shape(deep, {}) == "[" * 9 + "any" + ", ...]" * 9
