@@ -170,3 +170,41 @@ def test_describe_shape_stops_at_depth_nine_with_any() -> None:
     for _ in range(10):
         deep = {"type": "array", "items": deep}
     assert describe_shape(deep, {}) == "[" * 9 + "any" + ", ...]" * 9
+
+
+class Six(BaseModel):
+    a: int
+    b: int
+    c: int
+    d: int
+    e: int
+    f: int
+
+
+def f_six(q: str) -> Six:
+    """Do."""
+
+
+def f_numbers(q: str) -> list[int]:
+    """Do."""
+
+
+NOT_INT = "Input should be a valid integer, unable to parse string as an integer"
+
+
+@pytest.mark.parametrize(
+    ("fn", "reply", "message"),
+    [
+        (f_six, '{"a":"x","b":"x","c":"x","d":"x","e":"x","f":"x"}', "; ".join(f"{k}: {NOT_INT}" for k in "abcde")),
+        (f_numbers, '{"f_numbers": [1, "x"]}', f"f_numbers.1: {NOT_INT}"),
+        (f_numbers, '{"f_numbers": "x"}', "f_numbers: Input should be a valid list"),
+        (f_six, "[]", "the reply must be a JSON object, not list"),
+        (f_numbers, "{}", 'the reply must have the key "f_numbers"'),
+    ],
+)
+def test_what_the_model_is_told_about_an_invalid_reply(fn: Any, reply: str, message: str) -> None:
+    from lmdsl.prompt import InvalidOutput
+
+    with pytest.raises(InvalidOutput) as caught:
+        output_format(fn).parse(reply)
+    assert str(caught.value) == message  # at most five problems, each at its path under the key
