@@ -166,7 +166,10 @@ def test_claude_gets_system_blocks_a_forced_tool_and_the_prefix_marked_for_cachi
     body = claude.server.requests[0].body
     assert body["model"] == "claude-test" and body["max_tokens"] == lmdsl.history()[-1].attempts[0].request.max_tokens
     assert "temperature" not in body  # the Messages API version the SDK speaks has no sampling parameters
-    assert body["system"] == [{"type": "text", "text": label.prompt_prefix[0].content}]
+    assert body["system"] == [{"type": "text", "text": (
+        "Classify the review.\n\nInputs:\n- review (str)\n\n"
+        'Reply with one JSON object of this shape.\n{"label": "positive" | "negative"}'
+    )}]
     turns = body["messages"]
     assert [turn["role"] for turn in turns] == ["user", "assistant", "user", "assistant", "user"]
     marked = [i for i, turn in enumerate(turns) if "cache_control" in turn["content"][0]]
@@ -178,7 +181,11 @@ def test_claude_gets_system_blocks_a_forced_tool_and_the_prefix_marked_for_cachi
     assert tool["name"] == "reply" and body["tool_choice"] == {
         "type": "tool", "name": "reply", "disable_parallel_tool_use": True,
     }
-    assert {k: v for k, v in tool["input_schema"].items() if k != "title"} == label.output_format.schema
+    assert {k: v for k, v in tool["input_schema"].items() if k != "title"} == {
+        "type": "object",
+        "properties": {"label": {"enum": ["positive", "negative"], "type": "string"}},
+        "required": ["label"],
+    }
 
 
 def test_without_demos_the_system_prompt_is_the_cached_prefix(claude: Api) -> None:
@@ -195,7 +202,11 @@ def test_openai_gets_a_json_schema_response_format(openai: Api) -> None:
     body = openai.server.requests[0].body
     assert body["response_format"] == {
         "type": "json_schema",
-        "json_schema": {"name": "reply", "schema": triage.output_format.schema, "strict": False},
+        "json_schema": {"name": "reply", "strict": False, "schema": {
+            "type": "object",
+            "properties": {"category": {"enum": ["billing", "bug", "other"], "type": "string"}, "urgent": {"type": "boolean"}},
+            "required": ["category", "urgent"],
+        }},
     }
     assert body["temperature"] == 0.3 and body["max_tokens"] > 0 and body["model"] == "test-model"
     assert [m["role"] for m in body["messages"]] == ["system", "user"]
