@@ -313,6 +313,31 @@ def test_retry_after_is_really_waited(claude: Api) -> None:
     assert time.monotonic() - started >= 1.0 and claude.calls == 2
 
 
+def test_retry_after_as_an_http_date_waits_until_then(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lmdsl.lm import hosted
+
+    now = 1_700_000_000.0  # Tue, 14 Nov 2023 22:13:20 GMT
+    monkeypatch.setattr(time, "time", lambda: now)  # the module hosted reads the clock from
+    assert hosted._retry_after({"retry-after": "Tue, 14 Nov 2023 22:13:50 GMT"}) == 30.0
+    assert hosted._retry_after({"retry-after": "Tue, 14 Nov 2023 22:13:00 GMT"}) == 0.0  # already past
+    assert hosted._retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25  # the finer one wins
+    assert hosted._retry_after({"retry-after-ms": "soon", "retry-after": "9"}) == 9.0
+    assert hosted._retry_after({}) is None
+
+
+@pytest.mark.parametrize(("status", "header", "retried"), [(400, "true", True), (503, "false", False), (503, "maybe", True)])
+def test_x_should_retry_overrides_the_status(api: Api, status: int, header: str, retried: bool) -> None:
+    api.server.script(api.provider.error(status, "Said so", {"x-should-retry": header}))
+    with lmdsl.using(model=api.backend(), cache=False):
+        if retried:
+            assert triage("It crashes.").category == "bug"
+        else:
+            with pytest.raises(lmdsl.ProviderError) as caught:
+                triage("It crashes.")
+            assert caught.value.status == status and caught.value.attempts == 1
+    assert api.calls == (2 if retried else 1)
+
+
 def test_a_longer_wait_than_allowed_fails_at_once(claude: Api) -> None:
     claude.server.script(claude_error(429, "Rate limited", {"retry-after": "3600"}))
     with lmdsl.using(model=claude.backend(), cache=False), pytest.raises(lmdsl.ProviderError) as caught:
@@ -335,8 +360,8 @@ def test_retries_are_bounded_then_a_provider_error_says_why(api: Api) -> None:
 
 
 def test_a_timeout_is_retried(api: Api) -> None:
-    api.server.script(Reply(delay=1.0, body={}))  # the reply comes too late, the retry gets the default
-    with lmdsl.using(model=api.backend(timeout=0.3), cache=False):
+    api.server.script(Reply(delay=30.0, body={}))  # the reply comes far too late, the retry gets the default
+    with lmdsl.using(model=api.backend(timeout=1.0), cache=False):
         assert triage("It crashes.").category == "bug"
     assert api.calls == 2 and len(api.sleeps.waits) == 1
 
