@@ -359,7 +359,7 @@ class _CallRun:
         return self._fn.output_format.render(output)
 
 
-def _caller_namespace() -> Mapping[str, Any] | None:  # pragma: no mutate function
+def _caller_namespace() -> Mapping[str, Any] | None:  # pragma: no mutate block
     """The local namespace of the code applying the decorator, when it is a function body.
     (Counts frames, so mutation testing must not wrap it or `fuzzy` in a trampoline.)"""
     frame = sys._getframe(2)
@@ -428,7 +428,7 @@ def fuzzy(
 ) -> FuzzyDecorator: ...
 
 
-def fuzzy(  # pragma: no mutate function
+def fuzzy(
     fn: Callable[P, R] | None = None,
     /,
     *,
@@ -437,7 +437,7 @@ def fuzzy(  # pragma: no mutate function
     retries: int = 2,
     temperature: float | None = None,
     max_tokens: int | None = None,
-) -> FuzzyFunction[P, R] | FuzzyDecorator:
+) -> FuzzyFunction[P, R] | FuzzyDecorator:  # pragma: no mutate block
     """Make a typed function whose body a language model provides.
 
     The docstring is the instruction, the annotations are the interface: the call

@@ -208,3 +208,77 @@ def test_what_the_model_is_told_about_an_invalid_reply(fn: Any, reply: str, mess
     with pytest.raises(InvalidOutput) as caught:
         output_format(fn).parse(reply)
     assert str(caught.value) == message  # at most five problems, each at its path under the key
+
+
+def chain(kind: str, levels: int = 11) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A schema nesting one construct `levels` deep, each level marked by its number."""
+    node: dict[str, Any] = {"const": "end"}
+    defs: dict[str, Any] = {}
+    for level in reversed(range(levels)):
+        if kind == "anyOf":
+            node = {"anyOf": [{"const": level}, node]}
+        elif kind == "allOf":
+            node = {"allOf": [node]}
+        elif kind == "prefixItems":
+            node = {"type": "array", "prefixItems": [{"const": level}, node]}
+        elif kind == "additionalProperties":
+            node = {"type": "object", "additionalProperties": node}
+        elif kind == "properties":
+            node = {"type": "object", "properties": {"v": {"const": level, "description": f"d{level}"}, "n": node}}
+        else:
+            defs[f"A{level}"] = {"type": "object", "properties": {"v": {"const": level}, "n": node}}
+            node = {"$ref": f"#/$defs/A{level}"}
+    return node, defs
+
+
+def nested_fields(levels: int) -> str:
+    """The sketch of `chain("properties")`: each level indented two more, notes as comments."""
+    lines = []
+    for level in range(levels):
+        pad = "  " * (level + 1)
+        lines += [f'{pad}"v": {level}, // d{level}', f'{pad}"n": {{']
+    pad = "  " * (levels + 1)
+    lines += [f'{pad}"v": any, // d{levels}', f'{pad}"n": any // optional']
+    lines += ["  " * level + "} // optional" for level in reversed(range(1, levels + 1))]
+    return "{\n" + "\n".join(lines) + "\n}"
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        # a child is one level deeper than its parent, whatever the construct; past depth 8 it is "any"
+        ("anyOf", "0 | 1 | 2 | 3 | 4 | 5 | 6 | 7 | any | any"),
+        ("allOf", "any"),
+        ("prefixItems", "[0, [1, [2, [3, [4, [5, [6, [7, [any, any]]]]]]]]]"),
+        ("additionalProperties", '{"<key>": ' * 9 + "any" + ", ...}" * 9),
+        ("properties", nested_fields(8)),
+        # a $ref costs a level of its own: the definition is one deeper, its fields two
+        ("$ref", '{\n  "v": 0, // optional\n  "n": {\n    "v": 1, // optional\n    "n": {\n      "v": 2, // optional\n'
+                 '      "n": {\n        "v": 3, // optional\n        "n": any // optional\n      } // optional\n'
+                 "    } // optional\n  } // optional\n}"),
+    ],
+)
+def test_depth_is_counted_through_every_construct(kind: str, expected: str) -> None:
+    node, defs = chain(kind)
+    assert describe_shape(node, defs) == expected
+
+
+def test_a_model_inside_a_union_keeps_its_indentation() -> None:
+    schema = {"anyOf": [{"type": "object", "properties": {"a": {"type": "integer", "description": "x"}}}, {"type": "null"}]}
+    assert describe_shape(schema, {}, 4) == '{\n      "a": integer // x\n    } | null'
+
+
+def test_constants_and_enums_keep_non_ascii_text() -> None:
+    assert describe_shape({"const": "é"}, {}) == describe_shape({"enum": ["é"]}, {}) == '"é"'
+
+
+@pytest.mark.parametrize(
+    ("schema", "defs", "expected"),
+    [
+        ({"type": "array"}, {}, "[any, ...]"),  # no "items": anything
+        ({"$ref": "A"}, {"A": {"type": "integer"}}, "integer"),  # a bare name, no "#/$defs/" path
+        ({"type": "object", "properties": {"a": {"type": "integer"}}}, {}, '{\n  "a": integer // optional\n}'),
+    ],
+)
+def test_describe_shape_with_parts_left_out(schema: dict[str, Any], defs: dict[str, Any], expected: str) -> None:
+    assert describe_shape(schema, defs) == expected
