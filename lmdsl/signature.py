@@ -114,6 +114,11 @@ class Signature:
     def input_names(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.inputs)
 
+    @functools.cached_property
+    def _names(self) -> frozenset[str]:
+        """Every input's name, positional-only ones included: inputs by name (`map`, checks, data) use them all."""
+        return frozenset(f.name for f in self.inputs)
+
     def field(self, name: str) -> InputField:
         for f in self.inputs:
             if f.name == name:
@@ -151,7 +156,7 @@ class Signature:
         a cycle, are `InputError`s too."""
         if not isinstance(data, Mapping):
             raise InputError(f"{self.qualname} takes its inputs by name (a mapping), not {type(data).__name__}")
-        unknown = [name for name in data if name not in self._keyword]
+        unknown = [name for name in data if name not in self._names]
         if unknown:
             name = printable(str(unknown[0]))
             raise InputError(
@@ -191,7 +196,7 @@ class Signature:
                 takes_all = True
             elif param.kind is param.VAR_POSITIONAL:
                 problems.append(SignatureError(f"{label}: *{param.name} is not supported; name the inputs it needs", code=rules.WIRING))
-            elif param.name in self._keyword:
+            elif param.name in self._names:
                 names.append(param.name)
             elif param.default is _EMPTY:
                 problems.append(SignatureError(

@@ -365,3 +365,21 @@ def test_a_failed_save_leaves_the_old_file_and_no_temporary(tmp_path: Path, monk
         routed.save(path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.json"]
+
+
+def test_a_positional_only_input_is_validated_and_can_be_checked() -> None:
+    @lmdsl.fuzzy(retries=0)
+    def echo(text: str, /) -> str:
+        """Repeat the text."""
+
+    @echo.ensure
+    def not_empty(out: str, *, text: str) -> None:
+        if not out:
+            raise lmdsl.Retry(f"say something about {text}")
+
+    model = lmdsl.ScriptedModel(lambda request: {"echo": "hi"})
+    with lmdsl.using(model=model):
+        assert echo("hello") == "hi"
+        assert echo.map([{"text": "hello"}])[0].value == "hi"
+        with pytest.raises(InputError, match="text"):
+            echo(None)  # type: ignore[arg-type]
