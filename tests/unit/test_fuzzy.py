@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Literal
 
 import pytest
@@ -301,3 +302,37 @@ def test_a_chain_of_thought_reply_without_reasoning_is_rejected_and_retried() ->
         'the reply must start with a "reasoning" string',
         None,
     ]
+
+
+def test_demos_set_in_code_are_checked_and_keep_their_reasoning() -> None:
+    context = ["Paris is the capital."]
+    good = lmdsl.Demo({"question": "Capital?", "context": context}, Answer(answer="Paris"), "The context says so.")
+    answer.params = lmdsl.Params("Answer.", (good,))
+    try:
+        assert answer.params.demos[0].reasoning == "The context says so."
+        assert answer.prompt_prefix[2].content == '{"reasoning": "The context says so.", "answer": "Paris"}'
+        bad_output = lmdsl.Demo({"question": "Capital?", "context": context}, {"answer": "Par\ud800is"})
+        with pytest.raises(lmdsl.InputError, match=r"answer: a demo's output\.answer: it is not valid Unicode"):
+            answer.params = lmdsl.Params("Answer.", (bad_output,))
+        bad_reasoning = lmdsl.Demo({"question": "Capital?", "context": context}, Answer(answer="Paris"), "\udc00")
+        with pytest.raises(lmdsl.InputError, match="answer: a demo's reasoning: it is not valid Unicode"):
+            answer.params = lmdsl.Params("Answer.", (bad_reasoning,))
+        with pytest.raises(lmdsl.InputError, match="answer: a demo's missing input field 'context'") as caught:
+            answer.params = lmdsl.Params("Answer.", (lmdsl.Demo({"question": "Capital?"}, Answer(answer="Paris")),))
+        assert caught.value.field == "context"
+    finally:
+        answer.reset_params()
+
+
+def test_the_rollout_reaches_the_request_and_records_time_their_call() -> None:
+    model = lmdsl.ScriptedModel([{"count_words": 2}, "not json", "not json"])
+    started = time.perf_counter()
+    with lmdsl.using(model=model, rollout=3):
+        count_words("two words")
+        with pytest.raises(lmdsl.OutputError):
+            count_words("again")
+    elapsed = time.perf_counter() - started
+    assert [r.rollout for r in model.requests] == [3, 3, 3]
+    ok, failed = lmdsl.history(2)
+    assert 0 <= ok.seconds <= elapsed and 0 <= failed.seconds <= elapsed  # an upper bound measured around the calls
+    assert (ok.model, failed.model) == ("scripted", "scripted") and failed.error is not None
