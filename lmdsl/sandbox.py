@@ -576,19 +576,25 @@ def _decode(line: bytes, schema: _Schema) -> dict[str, Any]:
     return checked
 
 
+def _code_error(message: dict[str, Any], stdout: str = "") -> SandboxCodeError:
+    """The `SandboxCodeError` a checked "code" message describes."""
+    return SandboxCodeError(
+        message["message"],
+        type_name=message["type_name"],
+        detail=message["detail"],
+        traceback=message["traceback"],
+        line=message["line"],
+        stdout=stdout,
+    )
+
+
 def _raise_setup_failure(message: dict[str, Any]) -> NoReturn:
     """A verdict the runner reached before the code ran: authentic, so taken as it is."""
     kind = message["kind"]
     if kind == "setup":
         raise SandboxInputError(message["message"])
     if kind == "code":
-        raise SandboxCodeError(
-            message["message"],
-            type_name=message["type_name"],
-            detail=message["detail"],
-            traceback=message["traceback"],
-            line=message["line"],
-        )
+        raise _code_error(message)
     if kind == "violation":
         raise SandboxViolation(f"forbidden operation: {message['message']}")
     if kind == "memory":
@@ -617,14 +623,7 @@ def _reply_result(reply: dict[str, Any], limits: SandboxLimits, seconds: float) 
             raise SandboxOutputError("`result` could not be read back as JSON", stdout=stdout) from None
         return SandboxResult(value, stdout, seconds)
     if kind == "code":
-        raise SandboxCodeError(
-            reply["message"],
-            type_name=reply["type_name"],
-            detail=reply["detail"],
-            traceback=reply["traceback"],
-            line=reply["line"],
-            stdout=stdout,
-        )
+        raise _code_error(reply, stdout)
     if kind == "violation":
         raise SandboxViolation(f"forbidden operation: {reply['message']}", stdout=stdout)
     if kind == "memory":
