@@ -350,10 +350,11 @@ def input_error(name: str, value: Any, error: BaseException) -> InputError:
         first = error.errors(include_url=False)[0]
         where = ".".join(printable(str(p)) for p in (name, *first["loc"]))
         return InputError(f"input field {where!r}: {printable(first['msg'])}", field=name)
-    if isinstance(error, RecursionError) or "recursion" in str(error).lower():
-        return InputError(f"input field {name!r} is nested too deeply to send to a model", field=name)
-    if "circular reference" in str(error).lower() or "cyclic" in str(error).lower():
+    said = str(error).lower()
+    if not isinstance(error, RecursionError) and ("circular reference" in said or "cyclic" in said):
         return InputError(f"input field {name!r} contains itself (a cycle), which has no JSON form", field=name)
+    if isinstance(error, RecursionError) or "recursion" in said:
+        return InputError(f"input field {name!r} is nested too deeply to send to a model", field=name)
     found = next(surrogates_in(value, where=name), None)
     if found is not None or isinstance(error, (_NotUnicode, UnicodeError)) or "surrogates not allowed" in str(error):
         path, problem = found or (name, "it is not valid Unicode")

@@ -383,3 +383,38 @@ def test_a_positional_only_input_is_validated_and_can_be_checked() -> None:
         assert echo.map([{"text": "hello"}])[0].value == "hi"
         with pytest.raises(InputError, match="text"):
             echo(None)  # type: ignore[arg-type]
+
+
+def _validation_error() -> Exception:
+    from pydantic import TypeAdapter
+
+    try:
+        TypeAdapter(list[int]).validate_python([1, "x"])
+    except ValueError as error:
+        return error
+    raise AssertionError("pydantic accepted 'x' as an int")
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "message"),
+    [
+        ([1, "x"], _validation_error(), "input field 'xs.1': Input should be a valid integer, unable to parse string as an integer"),
+        ([], RecursionError("maximum recursion depth exceeded"), "input field 'xs' is nested too deeply to send to a model"),
+        ([], ValueError("Recursion error - cyclic reference detected"), "input field 'xs' contains itself (a cycle), which has no JSON form"),
+        ([], RecursionError("cyclic? no: too deep"), "input field 'xs' is nested too deeply to send to a model"),
+        ([], ValueError("Error serializing to JSON: ValueError: Circular reference detected (id repeated)"),
+         "input field 'xs' contains itself (a cycle), which has no JSON form"),
+        ([], ValueError("a Cyclic structure"), "input field 'xs' contains itself (a cycle), which has no JSON form"),
+        (["ok", ["\udc80"]], ValueError("anything"), "input field 'xs[1][0]': it is not valid Unicode (a lone surrogate U+DC80 at position 0)"),
+        ([], UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed"), "input field 'xs': it is not valid Unicode"),
+        ([], ValueError("'utf-8' codec can't encode: surrogates not allowed"), "input field 'xs': it is not valid Unicode"),
+        ([], ValueError("something else \udc00"), "input field 'xs': something else \\udc00"),
+    ],
+    ids=["validation", "recursion", "pydantic-cycle", "recursion-error-saying-cyclic", "circular", "cyclic", "surrogate-path", "unicode-error",
+         "surrogate-message", "other"],
+)
+def test_each_kind_of_input_failure_gets_its_own_message(value: Any, error: Exception, message: str) -> None:
+    from lmdsl.signature import input_error
+
+    made = input_error("xs", value, error)
+    assert (str(made), made.field) == (message, "xs")
