@@ -22,7 +22,7 @@ from typing import Any
 from lmdsl.config import history, using
 from lmdsl.errors import ConfigurationError, InputError, LMDSLError
 from lmdsl.fuzzy import FuzzyFunction
-from lmdsl.lm import resolve_model
+from lmdsl.lm import MODEL_FORMS, resolve_model
 from lmdsl.program import Program, read_params_file
 from lmdsl.unicode import printable
 
@@ -107,9 +107,8 @@ def model_option(model: str | None) -> dict[str, Any]:
     try:
         resolve_model(model)
     except ConfigurationError as error:
-        first, _, more = printable(str(error)).partition("\n")
-        forms = [line.split()[0] for line in more.splitlines() if line.startswith("  ") and line.strip()]
-        hint = f" {', '.join(forms)}" if forms else ""
+        first, more, _ = printable(str(error)).partition("\n")  # an unknown string's error lists the forms below
+        hint = f" {', '.join(MODEL_FORMS)}" if more and first.startswith("unknown model string") else ""
         raise UsageFailure(f"--model: {first}{hint}") from None
     return {"model": model}
 

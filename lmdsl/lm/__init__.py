@@ -32,6 +32,8 @@ MODEL_STRINGS = """\
   openai:MODEL                  OpenAI's API, e.g. openai:gpt-4.1-mini; key in OPENAI_API_KEY
                                 (pip install 'lmdsl[openai]')
   openai:MODEL@http://HOST/v1   any OpenAI-compatible server (vLLM, llama.cpp, Ollama); no key needed"""
+# The forms alone, for a one-line message (the rows above that start a form, not their continuations).
+MODEL_FORMS = tuple(line.split()[0] for line in MODEL_STRINGS.splitlines() if not line.startswith("   "))
 
 
 def resolve_model(model: str | Backend) -> Backend:

@@ -299,7 +299,8 @@ def test_an_output_error_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[s
 @pytest.mark.parametrize(
     ("model", "fragment"),
     [
-        ("gpt5", "unknown model string 'gpt5'; use one of: local, local:/path/model.gguf, anthropic:MODEL"),
+        ("gpt5", "unknown model string 'gpt5'; use one of: local, local:/path/model.gguf, anthropic:MODEL, openai:MODEL, "
+                 "openai:MODEL@http://HOST/v1\n"),
         ("local:/no/such/model.gguf", "no model file at /no/such/model.gguf"),
         ("", None),
     ],

@@ -158,6 +158,7 @@ def test_direct_calls_coerce_as_map_does() -> None:
     with lmdsl.using(model=model):
         assert route("it broke", priority="3") == "tech"  # type: ignore[arg-type]
     assert model.requests[0].messages[-1].content == "message: it broke\npriority: 3"
+    assert lmdsl.history()[-1].inputs["priority"] == 3  # the int, not the string: the prompt alone cannot tell
 
 
 def _deep(depth: int) -> Node:
