@@ -32,3 +32,12 @@ def cache_dir(tmp_path: Path) -> Iterator[Path]:
     """A private, empty cache directory configured for the duration of one test."""
     with lmdsl.using(cache=True, cache_dir=tmp_path):
         yield tmp_path
+
+
+@pytest.fixture(autouse=True)
+def _measure_the_sandbox_child(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under pytest-cov, the sandbox child's own process is measured too (see sandbox_coverage)."""
+    if "coverage" in sys.modules:
+        from tests.sandbox_coverage import install
+
+        install(monkeypatch)

@@ -33,7 +33,9 @@ from lmdsl.errors import (
     SandboxTimeout,
     SandboxViolation,
 )
-from lmdsl.sandbox import DEFAULT_ALLOWED_MODULES, SandboxLimits, SandboxResult, _isolation_prefix, _run_code, run_code
+from lmdsl.sandbox import DEFAULT_ALLOWED_MODULES, SandboxLimits, SandboxResult, run_code
+from lmdsl.sandbox.confinement import isolation_prefix
+from lmdsl.sandbox.parent import _run_code
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sandbox needs Linux")
 
@@ -258,7 +260,7 @@ def test_opening_a_socket_is_a_violation_and_nothing_connects() -> None:
         assert_no_connection(server)
 
 
-@pytest.mark.skipif(not _isolation_prefix(), reason="no network namespace available here")
+@pytest.mark.skipif(not isolation_prefix(), reason="no network namespace available here")
 def test_without_the_in_child_layers_there_is_still_no_network() -> None:
     with socket.create_server(("127.0.0.1", 0)) as server:
         port = server.getsockname()[1]

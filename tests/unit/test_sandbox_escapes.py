@@ -31,7 +31,7 @@ from lmdsl.errors import (
     SandboxTimeout,
     SandboxViolation,
 )
-from lmdsl.sandbox import _kernel_confinement, _run_code
+from lmdsl.sandbox.parent import _kernel_confinement, _run_code
 # healthy_parent: the autouse fixture that checks no child or temporary directory is left behind
 from tests.unit.test_sandbox import OS_GLOBALS, SMALL, healthy_parent, limits, violation  # noqa: F401
 

@@ -27,7 +27,9 @@ from lmdsl.errors import (
     SandboxTimeout,
     SandboxViolation,
 )
-from lmdsl.sandbox import SandboxLimits, SandboxResult, _interpret, _Outcome, _run_code
+from lmdsl.sandbox import SandboxLimits, SandboxResult
+from lmdsl.sandbox.parent import _run_code
+from lmdsl.sandbox.protocol import Outcome, interpret
 
 # healthy_parent: the autouse fixture that checks no child or temporary directory is left behind
 from tests.unit.test_sandbox import OS_GLOBALS, healthy_parent  # noqa: F401
@@ -65,14 +67,14 @@ def messages(draw: Any) -> bytes:
     return text.encode("utf-8", "surrogatepass") + end
 
 
-def outcome(stdout: bytes, returncode: int | None = 0, stderr: bytes = b"") -> _Outcome:
-    return _Outcome(stdout, stderr, returncode, 0.0, False, False)
+def outcome(stdout: bytes, returncode: int | None = 0, stderr: bytes = b"") -> Outcome:
+    return Outcome(stdout, stderr, returncode, 0.0, False, False)
 
 
 def assert_typed(stdout: bytes, returncode: int | None, limits: SandboxLimits = LIMITS) -> SandboxResult | None:
     """The property: a result within the limit, or a typed SandboxError subclass."""
     try:
-        result = _interpret(outcome(stdout, returncode), limits, 0.01)
+        result = interpret(outcome(stdout, returncode), limits, 0.01)
     except SandboxError as error:
         assert isinstance(error, TYPED), repr(error)
         assert type(error) is not SandboxError
@@ -124,7 +126,7 @@ def test_a_process_killed_by_a_signal_is_a_typed_error(
     stdout: bytes, returncode: int, stderr: bytes, expected: type[SandboxError], signal_name: str | None
 ) -> None:
     with pytest.raises(SandboxError) as caught:
-        _interpret(outcome(stdout, returncode, stderr), LIMITS, 0.01)
+        interpret(outcome(stdout, returncode, stderr), LIMITS, 0.01)
     assert type(caught.value) is expected
     if isinstance(caught.value, SandboxCrash):
         assert caught.value.signal_name == signal_name and caught.value.signal_number == -returncode
@@ -133,7 +135,7 @@ def test_a_process_killed_by_a_signal_is_a_typed_error(
 
 def test_a_genuine_reply_is_read_as_before() -> None:
     line = b'{"kind":"ok","value":"{\\"a\\":[1,2]}","stdout":"hi\\n"}\n'
-    result = _interpret(outcome(READY + line), LIMITS, 0.5)
+    result = interpret(outcome(READY + line), LIMITS, 0.5)
     assert (result.value, result.stdout, result.seconds) == ({"a": [1, 2]}, "hi\n", 0.5)
 
 

@@ -1,689 +1,23 @@
-"""Run model-written Python in a separate, locked-down process and return its `result`.
+"""The sandbox child: the whole program of the process that runs the model's code.
 
-The code is hostile by assumption. The process boundary and the kernel are the real wall;
-inside the child, a name layer and an audit hook are a second one, so that a trick past one
-layer still meets the next. From the outside in:
-
-* the process: a fresh interpreter (`python -I -S`) in its own session, with an empty
-  environment, a new empty temporary directory as its working directory (deleted
-  afterwards) and, where the system allows it, its own network namespace (no network);
-* resource limits: CPU time, address space, no file writes, few descriptors, no core
-  files, and (after dropping root to `nobody`) no new processes; a wall-clock timeout that
-  kills the whole process group;
-* kernel confinement, seccomp-bpf (the filter is built by libseccomp through `pyseccomp`):
-  after set-up and before the code runs, the child keeps only the system calls a running
-  interpreter needs to compute (memory, reading and writing the descriptors it already
-  holds, clocks, random bytes, exiting); every other call fails with EPERM, whatever
-  Python-level route reached it: no file is opened, stat'ed or listed, no link read, no
-  working directory or parent pid asked, no socket, pipe, memfd, process or signal made.
-  Where libseccomp or the kernel facility is missing the sandbox runs on the other layers
-  and says so in a debug log (logger `lmdsl.sandbox`);
-* the name layer, in the child: only allow-listed (standard-library) modules can be
-  imported, as copies without private attributes; builtins without `open`, `eval`, `exec`,
-  `compile`, `input`, `globals`, `vars`...; attribute names that reach interpreter
-  internals (`__subclasses__`, `__globals__`, `__dict__`, `__getstate__`, frames...) are
-  refused wherever a name is spelled: in the source (attributes, names, parameters,
-  keyword arguments, class patterns, imports) and at run time by getattr() & co.,
-  operator.attrgetter/methodcaller, str.format/format_map and string.Formatter fields, the
-  `__match_args__` of class patterns (read once, checked and frozen when the pattern runs),
-  functools.update_wrapper, and `typing`'s evaluation of type hints (never in another
-  module's namespace, never with the real builtins);
-* an audit hook (`sys.addaudithook`) installed just before the code runs that refuses
-  every event but a few harmless ones: no file opens, directory listings, imports of
-  new modules, sockets, processes, `ctypes`, signals to other processes, frames,
-  run-time compilation (except what namedtuple and typing compile), rlimit changes...;
-  and the few `os`/`signal` calls that raise no audit event but reach other processes
-  (`pidfd_send_signal`, `setpgid`, `mknod`...) and the import system's back doors
-  (`_imp.create_dynamic`...) are removed from the child's modules.
-
-The child talks to the parent over its stdout pipe, one JSON line per message. The first
-line is written by the runner before the code runs ("ready", or why set-up failed), so the
-code cannot forge it. The one line after "ready" is the reply; the code could forge that
-one (it runs in the same process), so the parent trusts it no more than the code itself:
-it checks the schema and sizes, applies the output limit itself, and reports anything else
-(a second message, a malformed one, a "setup" message) as `SandboxViolation`. A child that
-dies of a signal no limit explains is `SandboxCrash`. Nothing the child writes becomes
-`SandboxInputError`, which is only for the caller's own inputs and limits.
-
-Files are not available at all, not even in the temporary directory: the code computes
-from its inputs. Data crosses the process boundary only as JSON, never pickle. Modules that
-are introspection by design (`inspect`, `gc`, `sys`, `types`, `ctypes`, `importlib`...) are
-outside what the name layer polices: allowing one leaves the audit hook and the kernel as
-the walls. Linux only.
+Run as `python -I -S -B child.py` (see `parent._child_argv`), never imported for its
+functions by the parent: it may use only the standard library, and it imports lazily so
+the interpreter holds as little as possible when the code starts. It reads one JSON
+request on stdin and writes JSON lines on stdout (`protocol` reads them); its layers
+(allow-listed module copies, the name checks, the audit hook and the seccomp program it
+loads) are described in the package's docstring.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import sys
-import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from functools import cache
-from typing import TYPE_CHECKING, Any, NoReturn
-
+TYPE_CHECKING = False  # typing itself is not loaded into the child
 if TYPE_CHECKING:
     import ast
+    from collections.abc import Callable
     from types import ModuleType
+    from typing import Any, NoReturn
 
-from lmdsl.errors import (
-    SandboxCodeError,
-    SandboxCrash,
-    SandboxError,
-    SandboxInputError,
-    SandboxMemoryError,
-    SandboxOutputError,
-    SandboxTimeout,
-    SandboxUnavailableError,
-    SandboxViolation,
-)
-
-__all__ = ["DEFAULT_ALLOWED_MODULES", "SandboxLimits", "SandboxResult", "run_code"]
-
-DEFAULT_ALLOWED_MODULES: frozenset[str] = frozenset(
-    {
-        "bisect",
-        "cmath",
-        "collections",
-        "copy",
-        "datetime",
-        "decimal",
-        "fractions",
-        "functools",
-        "heapq",
-        "itertools",
-        "json",
-        "math",
-        "operator",
-        "random",
-        "re",
-        "statistics",
-        "string",
-        "typing",
-    }
-)
-
-# The system calls the child keeps once the code runs (seccomp allow-list; the rest fail
-# with EPERM). Only what a running interpreter needs to compute: no call here takes a path,
-# makes a descriptor, or reaches another process.
-_SECCOMP_ALLOWED = (
-    "brk", "mmap", "munmap", "mremap", "mprotect", "madvise",
-    "read", "readv", "write", "writev", "close",
-    "clock_gettime", "clock_getres", "gettimeofday", "time", "clock_nanosleep", "nanosleep",
-    "getrusage", "times", "getrandom", "futex", "sched_yield", "getpid", "gettid",
-    "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "sigaltstack", "restart_syscall",
-    "exit", "exit_group",
-)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class SandboxLimits:
-    """What one run may use. Small limits keep a runaway program cheap.
-
-    `output_bytes` caps both the captured stdout and the JSON text of `result` (UTF-8
-    bytes). `allowed_modules` are top-level standard-library modules (with their public
-    submodules); third-party packages are not available in the child.
-    """
-
-    wall_seconds: float = 5.0
-    cpu_seconds: int = 5
-    memory_bytes: int = 256 * 2**20
-    output_bytes: int = 64 * 1024
-    allowed_modules: frozenset[str] = field(default=DEFAULT_ALLOWED_MODULES)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.wall_seconds, (int, float)) or not 0 < self.wall_seconds <= 3600:
-            raise SandboxInputError(f"wall_seconds must be in (0, 3600], not {self.wall_seconds!r}")
-        if not isinstance(self.cpu_seconds, int) or not 1 <= self.cpu_seconds <= 3600:
-            raise SandboxInputError(f"cpu_seconds must be a whole number in [1, 3600], not {self.cpu_seconds!r}")
-        if not isinstance(self.memory_bytes, int) or self.memory_bytes < 64 * 2**20:
-            raise SandboxInputError(f"memory_bytes must be at least 64 MiB (Python needs it), not {self.memory_bytes!r}")
-        if not isinstance(self.output_bytes, int) or self.output_bytes < 1:
-            raise SandboxInputError(f"output_bytes must be a positive whole number, not {self.output_bytes!r}")
-        modules = self.allowed_modules
-        if not isinstance(modules, frozenset) or not all(isinstance(m, str) and m.isidentifier() for m in modules):
-            raise SandboxInputError(
-                f"allowed_modules must be a frozenset of top-level module names, not {modules!r}"
-            )
-
-
-@dataclass(frozen=True)
-class SandboxResult:
-    """A successful run: `value` is `result` decoded from JSON (tuples became lists)."""
-
-    value: Any
-    stdout: str
-    seconds: float
-
-
-def run_code(
-    code: str,
-    *,
-    inputs: Mapping[str, Any] | None = None,
-    limits: SandboxLimits = SandboxLimits(),
-) -> SandboxResult:
-    """Run `code` in the sandbox and return the value it assigned to the global `result`.
-
-    `inputs` (JSON-serialisable values) become global variables of the code. The code
-    must assign its answer to a global named `result`; the value must be
-    JSON-serialisable. Every failure of the code is a `SandboxError` subclass whose
-    message can be shown to the model: `SandboxCodeError` (syntax error or exception),
-    `SandboxTimeout`, `SandboxMemoryError`, `SandboxViolation` (a forbidden operation),
-    `SandboxOutputError` (`result` missing, not JSON or too large) or `SandboxCrash` (the
-    process died of a signal). Unusable `inputs` or `limits` raise `SandboxInputError`; a
-    platform without the sandbox raises `SandboxUnavailableError`.
-    """
-    return _run_code(code, inputs, limits)
-
-
-def _run_code(
-    code: str,
-    inputs: Mapping[str, Any] | None,
-    limits: SandboxLimits,
-    *,
-    name_checks: bool = True,
-    audit_hook: bool = True,
-    kernel: bool = True,
-    probe: list[_Outcome] | None = None,
-) -> SandboxResult:
-    """`run_code`, with switches that turn layers off so tests can probe the others.
-
-    `probe`, when given, receives the raw outcome (for `_kernel_confinement`).
-    """
-    import shutil
-    import tempfile
-
-    if not sys.platform.startswith("linux"):
-        raise SandboxUnavailableError(f"the code sandbox needs Linux; this is {sys.platform}")
-    if not sys.executable:
-        raise SandboxUnavailableError("the code sandbox needs a Python interpreter to start (sys.executable is empty)")
-    if not isinstance(limits, SandboxLimits):
-        raise SandboxInputError(f"limits must be a SandboxLimits, not {limits!r}")
-    program = _kernel_filter() if kernel else None
-    request = _encode_request(code, inputs, limits, name_checks=name_checks, audit_hook=audit_hook, seccomp=program)
-    argv = [*_isolation_prefix(), sys.executable, "-I", "-S", "-B", "-W", "ignore", "-c", _child_source()]
-    start = time.monotonic()
-    try:
-        workdir = tempfile.mkdtemp(prefix="lmdsl-sandbox-")
-    except OSError as error:
-        raise SandboxUnavailableError(f"cannot create the sandbox's temporary directory: {error}") from None
-    try:
-        outcome = _execute(argv, request, workdir, limits)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    if probe is not None:
-        probe.append(outcome)
-    return _interpret(outcome, limits, time.monotonic() - start)
-
-
-@cache
-def _kernel_confinement() -> str:
-    """Why the kernel layer is not active on this machine, or "" when it is (tests skip on it).
-
-    Asks a real child: the filter may build and still be refused by the kernel.
-    """
-    if _kernel_filter() is None:
-        return "libseccomp (through pyseccomp) cannot build a seccomp filter here"
-    seen: list[_Outcome] = []
-    try:
-        _run_code("result = 1", None, SandboxLimits(wall_seconds=30.0), probe=seen)
-    except (SandboxError, SandboxUnavailableError) as error:
-        return f"the sandbox does not run here: {error}"
-    ready = _decode(seen[0].stdout.partition(b"\n")[0], _SETUP_MESSAGES)
-    return "" if ready["confined"] else str(ready["note"] or "the child did not load the filter")
-
-
-# -- the parent's side ---------------------------------------------------------------------
-
-
-def _encode_request(
-    code: str,
-    inputs: Mapping[str, Any] | None,
-    limits: SandboxLimits,
-    *,
-    name_checks: bool,
-    audit_hook: bool,
-    seccomp: bytes | None = None,
-) -> bytes:
-    """The JSON message the child reads from stdin; refuses inputs the child could not take."""
-    import keyword
-
-    if not isinstance(code, str):
-        raise SandboxInputError(f"code must be a str, not {type(code).__name__}")
-    values = dict(inputs or {})
-    for name in values:
-        if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
-            raise SandboxInputError(f"input name {name!r} is not a Python identifier")
-        if name == "result" or name.startswith("__"):
-            raise SandboxInputError(f"input name {name!r} is reserved")
-    message = {
-        "code": code,
-        "inputs": values,
-        "modules": sorted(limits.allowed_modules),
-        "cpu_seconds": limits.cpu_seconds,
-        "memory_bytes": limits.memory_bytes,
-        "output_bytes": limits.output_bytes,
-        "name_checks": name_checks,
-        "audit_hook": audit_hook,
-        "seccomp": seccomp.hex() if seccomp is not None else None,
-    }
-    try:
-        return json.dumps(message, ensure_ascii=True, allow_nan=False).encode("ascii")
-    except (TypeError, ValueError) as error:
-        raise SandboxInputError(f"inputs must be JSON-serialisable: {error}") from None
-
-
-@cache
-def _child_source() -> str:
-    """The child's program: the marked block of this file, run on its own."""
-    try:
-        with open(__file__, encoding="utf-8") as file:
-            text = file.read()
-    except OSError as error:
-        raise SandboxUnavailableError(f"cannot read the sandbox's child program from {__file__}: {error}") from None
-    begin, end = text.find("\n# >>> sandbox child\n"), text.find("\n# <<< sandbox child\n")
-    if begin < 0 or end < begin:
-        raise SandboxUnavailableError(f"the sandbox's child program is missing from {__file__}")
-    return "from __future__ import annotations\n" + text[begin:end] + "\n_child_main()\n"
-
-
-@cache
-def _isolation_prefix() -> tuple[str, ...]:
-    """`unshare --net` (a network namespace with no interfaces up) when the system allows it."""
-    import shutil
-    import subprocess
-
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        return ()
-    prefix = (unshare, "--net", "--") if os.geteuid() == 0 else (unshare, "--user", "--net", "--")
-    try:
-        probe = subprocess.run(
-            [*prefix, sys.executable, "-I", "-S", "-c", ""],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env={},
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return ()
-    return prefix if probe.returncode == 0 else ()
-
-
-@cache
-def _kernel_filter() -> bytes | None:
-    """The seccomp-bpf program the child loads before the code runs, or None where unavailable.
-
-    Built once per process by libseccomp (through `pyseccomp`), which gets the architecture
-    checks and system-call numbers right; the child only hands the bytes to the kernel.
-    """
-    import errno
-    import importlib
-    import tempfile
-
-    try:
-        seccomp: Any = importlib.import_module("pyseccomp")  # ctypes over libseccomp.so.2; untyped
-        rules = seccomp.SyscallFilter(seccomp.ERRNO(errno.EPERM))
-        for name in _SECCOMP_ALLOWED:
-            number = seccomp.resolve_syscall(seccomp.Arch.NATIVE, name)
-            if number != -1:  # not a system call on this architecture
-                rules.add_rule(seccomp.ALLOW, number)
-        with tempfile.TemporaryFile() as file:
-            rules.export_bpf(file)
-            file.seek(0)
-            program: bytes = file.read()
-    except (ImportError, OSError, RuntimeError, ValueError, AttributeError, TypeError) as error:
-        reason = f"{type(error).__name__}: {error}"
-        _debug("no kernel confinement in the sandbox: cannot build a seccomp filter (%s)", reason)
-        return None
-    if not program or len(program) % 8 or len(program) // 8 > 4096:
-        _debug("no kernel confinement in the sandbox: libseccomp gave an unusable filter (%d bytes)", len(program))
-        return None
-    return program
-
-
-_reported: set[str] = set()
-
-
-def _debug(message: str, *args: object) -> None:
-    """Log `message` once per process at debug level: how the sandbox degrades is worth one line."""
-    import logging
-
-    text = message % args
-    if text not in _reported:
-        _reported.add(text)
-        logging.getLogger(__name__).debug("%s", text)
-
-
-@dataclass(frozen=True)
-class _Outcome:
-    """What the parent saw of one child: its stdout bytes and how it ended."""
-
-    stdout: bytes
-    stderr: bytes
-    returncode: int | None
-    cpu_seconds: float
-    timed_out: bool
-    overflow: bool
-
-
-def _execute(argv: list[str], request: bytes, workdir: str, limits: SandboxLimits) -> _Outcome:
-    """Start the child, feed it the request, collect its messages under the limits, reap it."""
-    import selectors
-    import subprocess
-
-    reply_cap = 12 * limits.output_bytes + 256 * 1024
-    stderr_cap = 64 * 1024
-    deadline = time.monotonic() + limits.wall_seconds
-    try:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env={},
-            cwd=workdir,
-            close_fds=True,
-            start_new_session=True,
-        )
-    except OSError as error:
-        raise SandboxUnavailableError(f"cannot start the sandbox's interpreter: {error}") from None
-    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-    out: list[bytes] = []
-    err: list[bytes] = []
-    in_fd, out_fd, err_fd = proc.stdin.fileno(), proc.stdout.fileno(), proc.stderr.fileno()
-    sizes = {out_fd: 0, err_fd: 0}
-    timed_out = overflow = False
-    returncode: int | None = None
-    cpu = 0.0
-    pending = memoryview(request)
-    try:
-        with selectors.DefaultSelector() as selector:
-            os.set_blocking(in_fd, False)
-            selector.register(in_fd, selectors.EVENT_WRITE)
-            selector.register(out_fd, selectors.EVENT_READ)
-            selector.register(err_fd, selectors.EVENT_READ)
-            while selector.get_map() and not overflow:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    timed_out = True
-                    break
-                for key, _ in selector.select(remaining):
-                    fd = key.fd
-                    if fd == in_fd:
-                        try:
-                            pending = pending[os.write(fd, pending[:65536]) :]
-                        except BlockingIOError:
-                            continue
-                        except OSError:  # the child is gone or closed stdin early
-                            pending = pending[:0]
-                        if not pending:
-                            selector.unregister(fd)
-                            proc.stdin.close()
-                        continue
-                    chunk = os.read(fd, 65536)
-                    if not chunk:
-                        selector.unregister(fd)
-                        continue
-                    sizes[fd] += len(chunk)
-                    if fd == out_fd:
-                        out.append(chunk)
-                        overflow = sizes[fd] > reply_cap
-                    elif sizes[fd] <= stderr_cap:
-                        err.append(chunk)
-        if not timed_out and not overflow:
-            timed_out = not _wait_for_exit(proc.pid, deadline)
-    finally:
-        # Kill the whole group before reaping: the unreaped leader keeps the group id
-        # from being reused, so this can only hit the child and anything it started.
-        for kill in (os.killpg, os.kill):  # the group, and the child even if it left the group
-            try:
-                kill(proc.pid, signal.SIGKILL)
-            except OSError:
-                pass
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-            returncode = os.waitstatus_to_exitcode(status)
-            cpu = usage.ru_utime + usage.ru_stime
-        except ChildProcessError:
-            returncode = None
-        proc.returncode = returncode if returncode is not None else -signal.SIGKILL
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            try:
-                stream.close()
-            except OSError:
-                pass
-    return _Outcome(b"".join(out), b"".join(err), returncode, cpu, timed_out, overflow)
-
-
-def _wait_for_exit(pid: int, deadline: float) -> bool:
-    """Wait (without reaping) until the child exits; False if the deadline passes first."""
-    while True:
-        try:
-            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
-                return True
-        except ChildProcessError:
-            return True
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        time.sleep(min(0.005, remaining))
-
-
-# The messages the child may send, by kind: required and optional fields with their exact
-# types. Set-up messages come first and only from the runner; a reply comes after "ready".
-_Schema = dict[str, tuple[dict[str, Any], dict[str, Any]]]
-_SETUP_MESSAGES: _Schema = {
-    "ready": ({"confined": bool, "note": str}, {}),
-    "setup": ({"message": str}, {}),
-    "code": ({"type_name": str, "detail": str, "line": (int, type(None)), "message": str, "traceback": str}, {}),
-    "violation": ({"message": str}, {}),
-    "memory": ({}, {}),
-    "internal": ({"message": str}, {}),
-}
-_REPLY_MESSAGES: _Schema = {
-    "ok": ({"value": str, "stdout": str}, {}),
-    "code": (
-        {"type_name": str, "detail": str, "line": (int, type(None)), "message": str, "traceback": str, "stdout": str},
-        {},
-    ),
-    "violation": ({"message": str, "stdout": str}, {}),
-    "memory": ({}, {"stdout": str}),
-    "output": ({"message": str, "stdout": str}, {}),
-    "internal": ({"message": str}, {}),
-}
-_TEXT_CAP = 16 * 1024  # characters in a reply's message, detail or traceback; the runner sends far fewer
-
-
-class _ProtocolError(Exception):
-    """The child's stdout broke the protocol (parent-side only; becomes a SandboxViolation)."""
-
-
-def _interpret(outcome: _Outcome, limits: SandboxLimits, seconds: float) -> SandboxResult:
-    """Turn the child's messages (or its death) into a result or a typed error."""
-    if outcome.overflow:
-        raise SandboxOutputError("the code wrote far more output than allowed; print less")
-    if outcome.timed_out:
-        raise SandboxTimeout(
-            f"the code did not finish within the {limits.wall_seconds:g} s time limit; "
-            "look for an infinite loop or use a faster algorithm",
-            limit="wall",
-        )
-    first, newline, rest = outcome.stdout.partition(b"\n")
-    try:
-        setup = _decode(first, _SETUP_MESSAGES) if newline else None
-    except _ProtocolError as error:  # written by the runner before the code ran: a bug, not the code
-        raise SandboxError(f"the sandbox failed: its runner sent an unreadable message ({error})") from None
-    if setup is None:
-        _raise_for_death(outcome, limits, started=False)
-    if setup["kind"] != "ready":
-        _raise_setup_failure(setup)
-    if setup["note"]:
-        _debug("no kernel confinement in the sandbox: %s", setup["note"][:300])
-    if outcome.returncode != 0:
-        _raise_for_death(outcome, limits, started=True)
-    if not rest:
-        raise SandboxOutputError(
-            "the code's process ended without reporting `result`; assign the answer to `result` and do not exit"
-        )
-    try:
-        if not rest.endswith(b"\n") or rest.count(b"\n") != 1:
-            raise _ProtocolError("expected exactly one reply after the code ran")
-        reply = _decode(rest[:-1], _REPLY_MESSAGES)
-        for name in ("message", "detail", "traceback", "type_name"):
-            if len(reply.get(name, "")) > _TEXT_CAP:
-                raise _ProtocolError(f"the reply's {name} is too long")
-    except _ProtocolError as error:
-        raise SandboxViolation(
-            f"forbidden operation: the code wrote to the sandbox's reply channel ({error})"
-        ) from None
-    return _reply_result(reply, limits, seconds)
-
-
-def _decode(line: bytes, schema: _Schema) -> dict[str, Any]:
-    """One message: an ASCII JSON object whose kind and fields match `schema` exactly."""
-
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        keys = [key for key, _ in items]
-        if len(set(keys)) != len(keys):
-            raise _ProtocolError("a field is repeated")
-        return dict(items)
-
-    def no_constant(name: str) -> NoReturn:
-        raise _ProtocolError(f"{name} is not JSON")
-
-    try:
-        message: Any = json.loads(line.decode("ascii"), object_pairs_hook=pairs, parse_constant=no_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise _ProtocolError("the message is not an ASCII JSON line") from None
-    kind = message.get("kind") if isinstance(message, dict) else None
-    if type(kind) is not str or kind not in schema:
-        raise _ProtocolError(f"unexpected message kind {str(kind)[:40]!r}")
-    required, optional = schema[kind]
-    fields = set(message) - {"kind"}
-    if not set(required) <= fields or not fields <= set(required) | set(optional):
-        raise _ProtocolError(f"the {kind!r} message has the wrong fields")
-    for name in fields:
-        expected = required.get(name) or optional[name]
-        kinds = expected if isinstance(expected, tuple) else (expected,)
-        if type(message[name]) not in kinds:  # exact types: bool is not an int here
-            raise _ProtocolError(f"the {kind!r} message's {name!r} has the wrong type")
-    checked: dict[str, Any] = message
-    return checked
-
-
-def _code_error(message: dict[str, Any], stdout: str = "") -> SandboxCodeError:
-    """The `SandboxCodeError` a checked "code" message describes."""
-    return SandboxCodeError(
-        message["message"],
-        type_name=message["type_name"],
-        detail=message["detail"],
-        traceback=message["traceback"],
-        line=message["line"],
-        stdout=stdout,
-    )
-
-
-def _raise_setup_failure(message: dict[str, Any]) -> NoReturn:
-    """A verdict the runner reached before the code ran: authentic, so taken as it is."""
-    kind = message["kind"]
-    if kind == "setup":
-        raise SandboxInputError(message["message"])
-    if kind == "code":
-        raise _code_error(message)
-    if kind == "violation":
-        raise SandboxViolation(f"forbidden operation: {message['message']}")
-    if kind == "memory":
-        raise SandboxMemoryError("the sandbox ran out of memory before the code started; raise memory_bytes")
-    raise SandboxError(f"the sandbox failed before running the code: {message['message']}")
-
-
-def _reply_result(reply: dict[str, Any], limits: SandboxLimits, seconds: float) -> SandboxResult:
-    """The reply after "ready", already well-formed; the limits are applied here, not trusted."""
-    stdout = _capped_stdout(reply.get("stdout", ""), limits.output_bytes)
-    kind = reply["kind"]
-    if kind == "ok":
-        text: str = reply["value"]
-        size = len(text.encode("utf-8", "surrogatepass"))
-        if size > limits.output_bytes:
-            raise SandboxOutputError(
-                f"`result` is too large ({size} bytes of JSON; the limit is {limits.output_bytes})", stdout=stdout
-            )
-
-        def no_constant(name: str) -> NoReturn:
-            raise ValueError(name)
-
-        try:
-            value = json.loads(text, parse_constant=no_constant)
-        except (ValueError, RecursionError):
-            raise SandboxOutputError("`result` could not be read back as JSON", stdout=stdout) from None
-        return SandboxResult(value, stdout, seconds)
-    if kind == "code":
-        raise _code_error(reply, stdout)
-    if kind == "violation":
-        raise SandboxViolation(f"forbidden operation: {reply['message']}", stdout=stdout)
-    if kind == "memory":
-        raise SandboxMemoryError(_memory_message(limits), stdout=stdout)
-    if kind == "output":
-        raise SandboxOutputError(reply["message"], stdout=stdout)
-    # "internal" after the code ran: the runner broke on state the code can reach.
-    raise SandboxViolation(f"forbidden operation: the code broke the sandbox's runner ({reply['message'][:300]})")
-
-
-def _capped_stdout(text: str, limit: int) -> str:
-    """`text` held to `limit` UTF-8 bytes (plus the truncation note), as the child's capture does."""
-    note = f"\n[output truncated after {limit} bytes]\n"
-    data = text.encode("utf-8", "surrogatepass")
-    if len(data) <= limit + len(note):
-        return text
-    return data[:limit].decode("utf-8", "ignore") + note
-
-
-def _memory_message(limits: SandboxLimits) -> str:
-    return f"the code ran out of memory (limit {limits.memory_bytes // 2**20} MiB); use less memory"
-
-
-def _raise_for_death(outcome: _Outcome, limits: SandboxLimits, *, started: bool) -> NoReturn:
-    """The child ended without a usable reply: a limit, memory, a signal, or an early exit."""
-    code = outcome.returncode
-    cpu_spent = outcome.cpu_seconds >= limits.cpu_seconds - 0.05
-    if code is not None and (code == -signal.SIGXCPU or (code == -signal.SIGKILL and cpu_spent)):
-        raise SandboxTimeout(
-            f"the code used more than its {limits.cpu_seconds} s of CPU time; "
-            "look for an infinite loop or use a faster algorithm",
-            limit="cpu",
-        )
-    tail = outcome.stderr.decode("utf-8", "replace").strip().splitlines()[-1:]
-    if any(word in "".join(tail) for word in ("MemoryError", "Cannot allocate memory", "out of memory")):
-        raise SandboxMemoryError(_memory_message(limits))
-    detail = f": {tail[0][:300]}" if tail else ""
-    if code is None or code < 0:
-        number = -code if code is not None else signal.SIGKILL
-        try:
-            name = signal.Signals(number).name
-        except ValueError:
-            name = f"signal {number}"
-        raise SandboxCrash(
-            f"the code's process was killed by {name}{detail}", signal_number=number, signal_name=name
-        )
-    if started:
-        raise SandboxOutputError(
-            f"the code's process exited with status {code} without reporting `result`{detail}; "
-            "assign the answer to `result` and do not exit"
-        )
-    raise SandboxError(f"the sandbox's interpreter exited with status {code} before running the code{detail}")
-
-
-# >>> sandbox child
-# Everything from here to the closing marker is also the child process's whole program
-# (`python -I -S -c <this block>`): it may use only the standard library and names defined
-# inside the block, and it imports lazily so that importing lmdsl.sandbox stays cheap.
-
-_CHILD_FILENAME = "<program>"
+_PROGRAM_FILENAME = "<program>"
 
 # Attribute names that lead from ordinary objects to interpreter internals: a class's
 # subclasses and namespace, a function's globals and code, a builtin's module, frames, and
@@ -758,7 +92,7 @@ _SUPPORT_MODULES = ("heapq", "_strptime", "encodings.latin_1", "encodings.ascii"
 
 
 # posix/os and _signal/signal functions that act on other processes, the process group
-# or the file system, most of them without raising an audit event (see `_child_seal`).
+# or the file system, most of them without raising an audit event (see `_seal`).
 _SEALED_OS = (
     "kill", "killpg", "pidfd_open", "setsid", "setpgid", "setpgrp", "tcsetpgrp", "mknod", "mkfifo",
     "chroot", "setuid", "seteuid", "setreuid", "setresuid", "setgid", "setegid", "setregid", "setresgid",
@@ -774,7 +108,7 @@ class _Violation(BaseException):
     """Raised in the child on a forbidden operation. A BaseException: `except Exception` misses it."""
 
 
-def _child_main() -> None:
+def main() -> None:
     """Read the request from stdin, run the code, write its messages, exit without clean-up.
 
     Messages are JSON lines on the original stdout: the first ("ready", or why set-up
@@ -790,7 +124,7 @@ def _child_main() -> None:
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
     os.close(devnull)
-    encode = _child_encoder()
+    encode = _encoder()
 
     def post(message: dict[str, object]) -> None:
         data = memoryview(encode(message))
@@ -802,14 +136,14 @@ def _child_main() -> None:
         os._exit(0)
 
     try:
-        _child_run(json.loads(raw), send, post)
+        _run(json.loads(raw), send, post)
     except MemoryError:
         send({"kind": "memory"})
     except BaseException as error:  # the runner itself failed: report it, never a traceback
-        send({"kind": "internal", "message": f"{type(error).__name__}: {_child_text(error, 500)}"})
+        send({"kind": "internal", "message": f"{type(error).__name__}: {_text(error, 500)}"})
 
 
-def _child_encoder() -> Callable[[dict[str, object]], bytes]:
+def _encoder() -> Callable[[dict[str, object]], bytes]:
     """The runner's writer for its messages: one line of JSON, objects of str, int, bool and None.
 
     Bound now to json's C string encoder, so that code which patches json's classes cannot
@@ -836,7 +170,7 @@ def _child_encoder() -> Callable[[dict[str, object]], bytes]:
     return encode
 
 
-def _child_text(error: BaseException, limit: int) -> str:
+def _text(error: BaseException, limit: int) -> str:
     """`str(error)`, shortened; the code's own `__str__` may misbehave."""
     try:
         text = str.__str__(str(error))
@@ -845,7 +179,7 @@ def _child_text(error: BaseException, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _child_run(
+def _run(
     request: dict[str, Any], send: Callable[[dict[str, object]], NoReturn], post: Callable[[dict[str, object]], None]
 ) -> None:
     """Prepare the namespace, the limits and the confinement, then run the code with the audit hook on."""
@@ -873,7 +207,7 @@ def _child_run(
                       "(only the standard library is available)"})  # fmt: skip
         except MemoryError:
             send({"kind": "setup", "message": "memory_bytes is too small to start Python in the sandbox"})
-    proxies = _child_module_copies(allowed, types.ModuleType)
+    proxies = _module_copies(allowed, types.ModuleType)
     future = types.ModuleType("__future__")  # `from __future__ import annotations` is harmless
     for name, value in vars(sys.modules["__future__"] if "__future__" in sys.modules else __import__("__future__")).items():
         if not name.startswith("_"):
@@ -916,7 +250,7 @@ def _child_run(
         return proxies[name] if fromlist else proxies[top]
 
     real_getattr, real_setattr, real_delattr = builtins.getattr, builtins.setattr, builtins.delattr
-    guard_format = _child_format_guard(check_name)
+    guard_format = _format_guard(check_name)
 
     def safe_getattr(obj: object, name: str, *default: object) -> object:
         return guard_format(real_getattr(obj, check_name(name), *default))
@@ -958,8 +292,8 @@ def _child_run(
     )
     program_module = types.ModuleType("__main__")  # typing finds the code's classes' namespace here
     namespace = vars(program_module)
-    _child_patch_name_lookups(proxies, check_name, guard_format)
-    _child_patch_typing(refuse, safe_builtins, namespace, globals())
+    _patch_name_lookups(proxies, check_name, guard_format)
+    _patch_typing(refuse, safe_builtins, namespace, globals())
 
     # Operating-system limits, then drop root: `nobody` cannot fork with RLIMIT_NPROC=0.
     cpu: int = request["cpu_seconds"]
@@ -985,13 +319,13 @@ def _child_run(
 
     # Compile: refuse internal names in the source, route dynamic names through the checks.
     try:
-        tree = ast.parse(code, _CHILD_FILENAME)
+        tree = ast.parse(code, _PROGRAM_FILENAME)
         if request["name_checks"]:
-            problem = _child_denied_name(tree)
+            problem = _denied_name(tree)
             if problem is not None:
                 send({"kind": "violation", "message": problem})
-            tree = _child_rewrite(tree)
-        program = compile(tree, _CHILD_FILENAME, "exec", dont_inherit=True)  # not this file's __future__
+            tree = _rewrite(tree)
+        program = compile(tree, _PROGRAM_FILENAME, "exec", dont_inherit=True)  # not this file's __future__
     except SyntaxError as error:
         line = error.lineno
         source = (error.text or "").strip()
@@ -1000,24 +334,24 @@ def _child_run(
         send({"kind": "code", "type_name": type(error).__name__, "detail": detail, "line": line,
               "message": f"{type(error).__name__}: {detail}{where}", "traceback": ""})  # fmt: skip
     except (ValueError, RecursionError) as error:  # null bytes, nesting too deep
-        detail = _child_text(error, 300)
+        detail = _text(error, 300)
         send({"kind": "code", "type_name": type(error).__name__, "detail": detail, "line": None,
               "message": f"{type(error).__name__}: {detail}", "traceback": ""})  # fmt: skip
 
-    _child_seal(proxies)
-    note = _child_confine(seccomp) if seccomp is not None else ""  # why a requested filter is not loaded
+    _seal(proxies)
+    note = _confine(seccomp) if seccomp is not None else ""  # why a requested filter is not loaded
     post({"kind": "ready", "confined": seccomp is not None and not note, "note": note})  # the code can write next
 
-    capture = _ChildCapture(output_bytes)
+    capture = _Capture(output_bytes)
     sys.stdout = sys.stderr = capture
     namespace.update({"__builtins__": safe_builtins, "__doc__": None})
     namespace.update(request["inputs"])
     namespace[_ATTR_HELPER] = attribute
-    namespace[_CLASSES_HELPER] = _child_match_classes(check_pattern_name)
+    namespace[_CLASSES_HELPER] = _match_classes(check_pattern_name)
     sys.modules["__main__"] = program_module
     frames_ok = [False]
     if request["audit_hook"]:
-        sys.addaudithook(_child_audit_hook(frames_ok, refuse))
+        sys.addaudithook(_audit_hook(frames_ok, refuse))
 
     reserve: bytearray | None = bytearray(1 << 20)  # room to report a MemoryError
     failure: BaseException | None = None
@@ -1036,20 +370,20 @@ def _child_run(
         send({"kind": "violation", "message": violations[0], "stdout": capture.text()})
     if failure is not None:
         if isinstance(failure, _Violation):
-            send({"kind": "violation", "message": _child_text(failure, 500), "stdout": capture.text()})
+            send({"kind": "violation", "message": _text(failure, 500), "stdout": capture.text()})
         frames_ok[0] = True
         try:
-            entries = _child_traceback(failure)
+            entries = _traceback(failure)
         finally:
             frames_ok[0] = False
-        send(_child_describe(failure, entries, code, capture.text()))
+        send(_describe(failure, entries, code, capture.text()))
     if "result" not in namespace:
         send({"kind": "output", "stdout": capture.text(),
               "message": "the code did not set `result`; assign the answer to `result`"})  # fmt: skip
     try:
         value = json.dumps(namespace["result"], ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except ValueError as error:
-        reason = _child_text(error, 200)
+        reason = _text(error, 200)
         if "Out of range float" in reason:
             reason = "it contains NaN or infinity, which JSON cannot represent"
         elif "Circular" in reason:
@@ -1061,7 +395,7 @@ def _child_run(
         send({"kind": "output", "stdout": capture.text(), "message": "`result` is nested too deeply"})
     except TypeError as error:
         send({"kind": "output", "stdout": capture.text(),
-              "message": f"`result` is not JSON-serialisable ({_child_text(error, 200)}); "
+              "message": f"`result` is not JSON-serialisable ({_text(error, 200)}); "
               "use str, int, float, bool, None, lists and dicts with str keys"})  # fmt: skip
     if type(value) is not str:
         send({"kind": "output", "stdout": capture.text(), "message": "`result` could not be written as JSON"})
@@ -1072,7 +406,7 @@ def _child_run(
     send({"kind": "ok", "value": value, "stdout": capture.text()})
 
 
-class _ChildCapture:
+class _Capture:
     """sys.stdout and sys.stderr of the code: keeps the first `limit` bytes, drops the rest."""
 
     encoding = "utf-8"
@@ -1110,7 +444,7 @@ class _ChildCapture:
         return text + f"\n[output truncated after {self.limit} bytes]\n" if self.truncated else text
 
 
-def _child_module_copies(allowed: list[str], module_type: type[ModuleType]) -> dict[str, ModuleType]:
+def _module_copies(allowed: list[str], module_type: type[ModuleType]) -> dict[str, ModuleType]:
     """Copies of the allowed modules (and their public submodules) without private names.
 
     A copy holds the public attributes only; attributes that are other modules are kept
@@ -1140,7 +474,7 @@ def _child_module_copies(allowed: list[str], module_type: type[ModuleType]) -> d
     return copies
 
 
-def _child_format_guard(check_name: Callable[[object], str]) -> Callable[[object], object]:
+def _format_guard(check_name: Callable[[object], str]) -> Callable[[object], object]:
     """A filter for attribute values: `str.format` and `str.format_map` come out checking their fields.
 
     Those methods look up the attribute names written in the format string (`{0.__globals__}`),
@@ -1197,7 +531,7 @@ def _child_format_guard(check_name: Callable[[object], str]) -> Callable[[object
     return guard
 
 
-def _child_match_classes(check_name: Callable[[object], str]) -> Callable[..., object]:
+def _match_classes(check_name: Callable[[object], str]) -> Callable[..., object]:
     """`<sandbox classes>`: the classes of a match statement's class patterns, for the match.
 
     A class pattern with positional sub-patterns reads the attributes that the class's
@@ -1270,7 +604,7 @@ def _child_match_classes(check_name: Callable[[object], str]) -> Callable[..., o
     return classes
 
 
-def _child_patch_name_lookups(
+def _patch_name_lookups(
     copies: dict[str, ModuleType], check_name: Callable[[object], str], guard: Callable[[object], object]
 ) -> None:
     """Close the library routes to getattr-by-string: attrgetter, methodcaller, Formatter, update_wrapper.
@@ -1352,7 +686,7 @@ def _child_patch_name_lookups(
         setattr(copies["functools"], "update_wrapper", update_wrapper)
 
 
-def _child_patch_typing(
+def _patch_typing(
     refuse: Callable[[str], NoReturn],
     safe_builtins: dict[str, object],
     namespace: dict[str, Any],
@@ -1403,7 +737,7 @@ def _child_patch_typing(
     forward_ref._evaluate = evaluate
 
 
-def _child_denied_name(tree: ast.AST) -> str | None:
+def _denied_name(tree: ast.AST) -> str | None:
     """Where the source spells a refused name: the first such place, described, or None.
 
     Attribute names (`x.__dict__`, class patterns' keywords, `from m import __dict__`),
@@ -1461,12 +795,12 @@ def _child_denied_name(tree: ast.AST) -> str | None:
     return None
 
 
-def _child_rewrite(tree: ast.Module) -> ast.Module:
+def _rewrite(tree: ast.Module) -> ast.Module:
     """Route the program's dynamic attribute reads through the run-time checks.
 
     `x.format` and `x.format_map` (loads) become `<sandbox attr>(x, name)`, whose value
     checks the format string's fields when called. A class pattern with positional
-    sub-patterns gets its class from `<sandbox classes>` (see `_child_match_classes`): the
+    sub-patterns gets its class from `<sandbox classes>` (see `_match_classes`): the
     match statement is preceded by an assignment of the helper, given each such class as a
     lambda, evaluated when its case is tried, or as a value in a class body, where a
     lambda would not see the class's names. A class body that uses the helpers declares
@@ -1577,7 +911,7 @@ def _child_rewrite(tree: ast.Module) -> ast.Module:
     return ast.fix_missing_locations(result)  # type: ignore[no-any-return]
 
 
-def _child_confine(program_hex: str) -> str:
+def _confine(program_hex: str) -> str:
     """Load the parent's seccomp-bpf filter into this process: "" when done, else why not.
 
     `no_new_privs` first (the kernel requires it of a process without CAP_SYS_ADMIN); the
@@ -1608,7 +942,7 @@ def _child_confine(program_hex: str) -> str:
     return ""
 
 
-def _child_seal(copies: dict[str, ModuleType]) -> None:
+def _seal(copies: dict[str, ModuleType]) -> None:
     """Remove primitives that raise no audit event but reach past the process.
 
     The loaders that bypass the import system (and its audit event), and the calls that
@@ -1616,9 +950,8 @@ def _child_seal(copies: dict[str, ModuleType]) -> None:
     own set-up, which needs some of them, and before the code runs; from the code's
     copies of those modules too.
     """
-    import sys
-
     import _imp
+    import sys
 
     unaudited = {
         _imp: ("create_dynamic", "exec_dynamic", "create_builtin", "exec_builtin", "get_frozen_object", "init_frozen"),
@@ -1636,7 +969,7 @@ def _child_seal(copies: dict[str, ModuleType]) -> None:
                 delattr(module, name)
 
 
-def _child_audit_hook(
+def _audit_hook(
     frames_ok: list[bool], refuse: Callable[[str], NoReturn]
 ) -> Callable[[str, tuple[Any, ...]], None]:
     """The audit hook: every event but a few harmless ones is refused and recorded.
@@ -1645,7 +978,7 @@ def _child_audit_hook(
     the runner's globals or patches builtins cannot change what the hook decides.
     """
     harmless, protected, short, is_template, is_hint = (
-        _HARMLESS_EVENTS, _PROTECTED_ATTRIBUTES, _child_short, _child_is_namedtuple_source, _child_is_type_hint
+        _HARMLESS_EVENTS, _PROTECTED_ATTRIBUTES, _short, _is_namedtuple_source, _is_type_hint
     )
     exact_str, type_of, size = str, type, len
 
@@ -1687,7 +1020,7 @@ def _child_audit_hook(
     return hook
 
 
-def _child_short(value: object) -> str:
+def _short(value: object) -> str:
     """A short repr of an audit argument, without calling the code's own methods."""
     if type(value) in (str, bytes, int):
         text = repr(value)
@@ -1695,7 +1028,7 @@ def _child_short(value: object) -> str:
     return f"<{type(value).__name__}>"
 
 
-def _child_is_namedtuple_source(source: object) -> bool:
+def _is_namedtuple_source(source: object) -> bool:
     """True for the one-line `lambda` that collections.namedtuple compiles: harmless."""
     if type(source) is bytes:
         source = source.decode("utf-8", "replace")
@@ -1708,7 +1041,7 @@ def _child_is_namedtuple_source(source: object) -> bool:
     return all(part.isidentifier() for part in names.split(", ")) if names else True
 
 
-def _child_is_type_hint(source: object) -> bool:
+def _is_type_hint(source: object) -> bool:
     """True for a string annotation such as `dict[str, list[int]] | None`, which typing compiles.
 
     Names, dots, brackets, commas and `|` only, and no name that starts with `_` or is
@@ -1724,19 +1057,19 @@ def _child_is_type_hint(source: object) -> bool:
     return all(not token.startswith("_") and token not in _DENIED_ATTRIBUTES for token in tokens)
 
 
-def _child_traceback(error: BaseException) -> list[tuple[int, str]]:
+def _traceback(error: BaseException) -> list[tuple[int, str]]:
     """(line, function) for each frame of the code itself, outermost first."""
     entries: list[tuple[int, str]] = []
     tb = vars(BaseException)["__traceback__"].__get__(error)  # not a `__traceback__` the code overrode
     while tb is not None:
         frame_code = tb.tb_frame.f_code
-        if frame_code.co_filename == _CHILD_FILENAME:
+        if frame_code.co_filename == _PROGRAM_FILENAME:
             entries.append((tb.tb_lineno, frame_code.co_name))
         tb = tb.tb_next
     return entries
 
 
-def _child_describe(error: BaseException, entries: list[tuple[int, str]], code: str, stdout: str) -> dict[str, object]:
+def _describe(error: BaseException, entries: list[tuple[int, str]], code: str, stdout: str) -> dict[str, object]:
     """The reply for an exception the code raised: type, message and the code's lines."""
     lines = code.splitlines()
     shown: list[str] = []
@@ -1748,7 +1081,7 @@ def _child_describe(error: BaseException, entries: list[tuple[int, str]], code: 
         source = lines[number - 1].strip()[:200] if 0 < number <= len(lines) else ""
         shown.append(f"  line {number}, in {function}: {source}")
     type_name = type(error).__name__
-    detail = _child_text(error, 1000)
+    detail = _text(error, 1000)
     traceback = "\n".join(shown)
     message = f"{type_name}: {detail}" if detail else type_name
     if traceback:
@@ -1764,4 +1097,5 @@ def _child_describe(error: BaseException, entries: list[tuple[int, str]], code: 
     }
 
 
-# <<< sandbox child
+if __name__ == "__main__":
+    main()
