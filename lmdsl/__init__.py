@@ -70,7 +70,7 @@ from lmdsl.program import (
     require,
     suggest,
 )
-from lmdsl.prompt import Demo, Params
+from lmdsl.params import Demo, Params
 from lmdsl.records import CallRecord, FunctionUsage, capture
 from lmdsl.sandbox import SandboxLimits
 from lmdsl.signature import Signature

@@ -148,12 +148,8 @@ def _compile(args: argparse.Namespace) -> int:
     with using(**options):
         before = evaluate(program, devset, config.metric, threads=args.threads, progress=None)
         compiled = compile_program(program, write=not args.dry_run, storage=args.storage)
-        original = program.params
-        program.params = dict(compiled.params)
-        try:
+        with program.with_params(compiled.params):
             after = evaluate(program, devset, config.metric, threads=args.threads, progress=None)
-        finally:
-            program.params = original
     rows = [
         ("uncompiled", f"{before.score:.1f}", str(before.lm_calls), str(before.input_tokens + before.output_tokens), f"{before.seconds:.1f}"),
         ("compiled", f"{after.score:.1f}", str(after.lm_calls), str(after.input_tokens + after.output_tokens), f"{after.seconds:.1f}"),

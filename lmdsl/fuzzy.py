@@ -26,7 +26,8 @@ from lmdsl.config import ModelSpec, history, settings
 from lmdsl.errors import Attempt, AssertionFailed, InputError, OutputError, Retry, SignatureError
 from lmdsl.lm.types import Backend, Message, Request
 from lmdsl.parallel import Outcome, run_each
-from lmdsl.prompt import Demo, InvalidOutput, OutputFormat, Params, Prompt, retry_request
+from lmdsl.params import OVERLAY, Demo, Params
+from lmdsl.prompt import InvalidOutput, OutputFormat, Prompt, retry_request
 from lmdsl.records import CallObserver, CallRecord, FunctionUsage, UsageCounter, observers
 from lmdsl.signature import Signature, build_signature
 from lmdsl.strategies import Generation, Strategy, predict
@@ -103,6 +104,7 @@ class FuzzyFunction(Generic[P, R]):
         except ValueError as error:
             raise SignatureError(f"{name}: {error}") from None
         self._prompt = Prompt(self.signature, self.output_format, Params(self.signature.instructions))
+        self._overlaid_prompts: dict[int, Prompt] = {}  # by id(params) of the overlaid parameters
         self._usage = UsageCounter()
         self._checks: tuple[Check, ...] = ()
         self._strategy_state = strategy.prepare(self.signature)
@@ -136,8 +138,9 @@ class FuzzyFunction(Generic[P, R]):
     # -- parameters: what optimizers set ------------------------------------------------
     @property
     def params(self) -> Params:
-        """Instructions and demonstrations. Assigning new ones rebuilds the prompt prefix once."""
-        return self._prompt.params
+        """Instructions and demonstrations in force here (see `lmdsl.params.overlaid`).
+        Assigning new ones sets the function's own and rebuilds the prompt prefix once."""
+        return self._active_prompt().params
 
     @params.setter
     def params(self, params: Params) -> None:
@@ -153,7 +156,23 @@ class FuzzyFunction(Generic[P, R]):
     @property
     def prompt_prefix(self) -> tuple[Message, ...]:
         """The exact messages before the input under the current parameters: instructions, demos."""
-        return self._prompt.prefix
+        return self._active_prompt().prefix
+
+    def _active_prompt(self) -> Prompt:
+        """The prompt of the parameters in force: an overlay's in this context, else the function's own."""
+        overlay = OVERLAY.get()
+        if not overlay:
+            return self._prompt
+        params = overlay.get(self)
+        if params is None:
+            return self._prompt
+        prompt = self._overlaid_prompts.get(id(params))
+        if prompt is None or prompt.params is not params:
+            prompt = Prompt(self.signature, self.output_format, params)
+            if len(self._overlaid_prompts) >= 32:  # candidates come and go; keep the recent ones
+                self._overlaid_prompts.clear()
+            self._overlaid_prompts[id(params)] = prompt
+        return prompt
 
     def reset_params(self) -> None:
         """Back to the docstring's instructions and no demonstrations."""
@@ -216,7 +235,7 @@ class FuzzyFunction(Generic[P, R]):
                 feedback = plan.feedback + feedback
         config = settings()
         backend = config.backend(config.model_for(self.model))
-        prompt = self._prompt
+        prompt = self._active_prompt()
         temperature = config.temperature if self.temperature is None else self.temperature
         max_tokens = self.max_tokens or config.max_tokens
         try:

@@ -23,6 +23,7 @@ import types
 import typing
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,7 @@ from lmdsl.files import NotReadable, read_regular, write_atomic
 from lmdsl.fuzzy import AssertionWarning, FuzzyFunction
 from lmdsl.lm.types import Message
 from lmdsl.parallel import Outcome, run_each
-from lmdsl.prompt import Demo, Params
+from lmdsl.params import Demo, Params, overlaid
 from lmdsl.records import CallObserver, CallPlan, CallRecord, observing
 from lmdsl.signature import InputField, input_error
 from lmdsl.unicode import printable, surrogates_in
@@ -191,11 +192,25 @@ class Program(Generic[P, R]):
 
     @params.setter
     def params(self, values: Mapping[str, Params]) -> None:
-        unknown = set(values) - set(self.functions)
-        if unknown:
-            raise KeyError(f"{self.name} has no fuzzy function {sorted(unknown)[0]!r}; it has {list(self.functions)}")
+        functions = self._named(values)
         for name, params in values.items():
-            self.functions[name].params = params
+            functions[name].params = params
+
+    @contextmanager
+    def with_params(self, values: Mapping[str, Params]) -> Iterator[None]:
+        """Within the block, in this context only (this thread or task, and what it starts
+        with a copied context), the named functions use `values`; the program's own
+        parameters are untouched. How optimizers score a candidate."""
+        functions = self._named(values)
+        with overlaid({functions[name]: functions[name].check_params(params) for name, params in values.items()}):
+            yield
+
+    def _named(self, values: Mapping[str, Params]) -> Mapping[str, FuzzyFunction[..., Any]]:
+        functions = self.functions
+        unknown = set(values) - set(functions)
+        if unknown:
+            raise KeyError(f"{self.name} has no fuzzy function {sorted(unknown)[0]!r}; it has {list(functions)}")
+        return functions
 
     def reset_params(self, *, reload_artifact: bool = False) -> None:
         """Every fuzzy function back to its docstring and no demos. The artifact stays

@@ -19,6 +19,7 @@ import pydantic_core
 from pydantic import ValidationError
 
 from lmdsl.lm.types import Message, Request
+from lmdsl.params import Demo, Params
 from lmdsl.serializable import type_name
 from lmdsl.signature import OutputSpec, Signature, input_error
 from lmdsl.unicode import printable, surrogate_problem
@@ -30,26 +31,6 @@ _REASONING_SCHEMA = {"type": "string"}
 
 class InvalidOutput(ValueError):
     """A reply that does not parse or validate; the message is fed back to the model."""
-
-
-@dataclass(frozen=True)
-class Demo:
-    """A worked example shown to the model: inputs by name, the output, optional reasoning."""
-
-    inputs: Mapping[str, Any]
-    output: Any
-    reasoning: str | None = None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "inputs", MappingProxyType(dict(self.inputs)))
-
-
-@dataclass(frozen=True)
-class Params:
-    """A fuzzy function's free parameters: what an optimizer sets, what an artifact stores."""
-
-    instructions: str
-    demos: tuple[Demo, ...] = field(default=())
 
 
 class OutputFormat:

@@ -17,12 +17,8 @@ from lmdsl.program import Program, dump_params
 
 
 def artifact_data(program: Program[..., Any], compiled: Compiled, *, model: str) -> dict[str, Any]:
-    saved = program.params
-    program.params = dict(compiled.params)
-    try:
+    with program.with_params(compiled.params):
         data = dump_params(program.name, program.functions)
-    finally:
-        program.params = saved
     data.update(
         model=model,
         scores={"uncompiled": compiled.baseline, "compiled": compiled.score},

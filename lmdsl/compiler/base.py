@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from lmdsl.errors import LMDSLError
 from lmdsl.fuzzy import FuzzyFunction
-from lmdsl.prompt import Demo, Params
+from lmdsl.params import Demo, Params
 from lmdsl.records import CallObserver, CallRecord, observing
 
 if TYPE_CHECKING:

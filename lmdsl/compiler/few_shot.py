@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from lmdsl.config import using
 from lmdsl.errors import LMDSLError
 from lmdsl.compiler.base import Budget, BudgetExhausted, Candidate, Compiled, Metric, labelled_demo, with_demos
-from lmdsl.prompt import Demo, Params
+from lmdsl.params import Demo, Params
 
 if TYPE_CHECKING:
     from lmdsl.evaluate import Example
@@ -109,26 +109,25 @@ class BootstrapFewShot:
         shuffle: random.Random | None = None,
         max_demos: int | None = None,
     ) -> dict[str, Params]:
-        """The demo set; leaves the program's parameters as it found them."""
+        """The demo set. Runs under a context-local overlay, so the program's own parameters never change."""
         wanted = self.max_demos if max_demos is None else max_demos
         functions = program.functions
-        original = program.params
         order = list(range(len(trainset)))
         if shuffle is not None:
             shuffle.shuffle(order)
         teacher = labelled_params(program, trainset, self.max_labeled, None)
         traced: dict[str, list[Demo]] = {name: [] for name in functions}
         used: set[int] = set()
-        try:
-            for index in order:
-                if len(used) >= wanted or budget.exhausted:
-                    break
-                example = trainset[index]
-                inputs = example.inputs_for(program)
-                program.params = {  # the example's own labelled demo would give its answer away
-                    name: Params(p.instructions, tuple(d for d in p.demos if not _from_inputs(d, inputs)))
-                    for name, p in teacher.items()
-                }
+        for index in order:
+            if len(used) >= wanted or budget.exhausted:
+                break
+            example = trainset[index]
+            inputs = example.inputs_for(program)
+            hidden = {  # the example's own labelled demo would give its answer away
+                name: Params(p.instructions, tuple(d for d in p.demos if not _from_inputs(d, inputs)))
+                for name, p in teacher.items()
+            }
+            with program.with_params(hidden):
                 for round_number in range(self.rounds):
                     sampling = {"temperature": 1.0, "rollout": round_number} if round_number else {}
                     try:
@@ -145,8 +144,6 @@ class BootstrapFewShot:
                             traced[name].append(Demo(step.record.inputs, step.record.output, step.record.reasoning))
                     used.add(index)
                     break
-        finally:
-            program.params = original
         rest = [trainset[i] for i in sorted(set(range(len(trainset))) - used)]
         topped = labelled_params(program, rest, self.max_labeled, random.Random(self.seed))
         params: dict[str, Params] = {}
@@ -213,11 +210,8 @@ class RandomSearch:
                         params = bootstrapper.bootstrap(
                             program, trainset, metric, budget=budget, shuffle=random.Random(rng.random()), max_demos=size
                         )
-                    program.params = params
-                    try:
+                    with program.with_params(params):
                         score = evaluate(program, dev, metric, threads=self.threads, progress=False).score
-                    finally:
-                        program.params = original
                     candidate = Candidate(label, params, score)
                     tried.append(candidate)
                     log.info("candidate %d/%d (%s): %.1f, %d LM calls so far", number + 1, self.candidates, label, score, budget.lm_calls)

@@ -45,7 +45,7 @@ from lmdsl.config import settings, using
 from lmdsl.errors import ArtifactError, ConfigurationError, LMDSLError
 from lmdsl.fuzzy import FuzzyFunction, fuzzy
 from lmdsl.program import dump_demos, load_demos
-from lmdsl.prompt import Demo, Params
+from lmdsl.params import Demo, Params
 
 if TYPE_CHECKING:
     from lmdsl.evaluate import Example
@@ -128,16 +128,12 @@ class MIPRO:
         started = time.perf_counter()
         dev = list(devset if devset is not None else trainset)
         names = list(program.functions)
-        original = program.params
         budget = Budget(self.max_lm_calls, self.max_total_tokens)
         study = self._study(optuna, program, trainset, dev)
 
         def score(choice: Mapping[str, Sequence[int]], examples: Sequence[Example]) -> float:
-            program.params = self._params(choice, candidates)
-            try:
+            with program.with_params(self._params(choice, candidates)):
                 return evaluate(program, examples, metric, threads=self.threads, progress=False).score
-            finally:
-                program.params = original
 
         with budget.counting():
             stored = _Candidates.stored(study, program)

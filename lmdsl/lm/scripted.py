@@ -39,6 +39,7 @@ class ScriptedModel:
         self.cacheable = cacheable
         self._lock = threading.Lock()
         self.requests: list[Request] = []
+        self._queued = not callable(replies)
         if callable(replies):
             self._respond = replies
         else:
@@ -61,7 +62,10 @@ class ScriptedModel:
         return self._name
 
     def complete(self, request: Request) -> Completion:
+        """A queue of replies is taken in request order; a function is called concurrently,
+        as a real server would answer (so a test can hold one call while another runs)."""
         with self._lock:
             self.requests.append(request)
-            reply = self._respond(request)
-        return _to_completion(reply)
+            if self._queued:
+                return _to_completion(self._respond(request))
+        return _to_completion(self._respond(request))
