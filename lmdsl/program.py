@@ -152,9 +152,17 @@ class Program(Generic[P, R]):
     __name__: str
     __wrapped__: Callable[P, R]
 
-    def __init__(self, fn: Callable[P, R], *, max_backtracks: int = 2) -> None:
-        if not isinstance(max_backtracks, int) or max_backtracks < 0:
+    def __init__(
+        self, fn: Callable[P, R], *, max_backtracks: int = 2, functions: Iterable[FuzzyFunction[..., Any]] = ()
+    ) -> None:
+        if type(max_backtracks) is not int or max_backtracks < 0:
             raise TypeError(f"max_backtracks must be a whole number >= 0, not {max_backtracks!r}")
+        self._given = tuple(functions)
+        for function in self._given:
+            if not isinstance(function, FuzzyFunction):
+                raise TypeError(f"functions= takes fuzzy functions, not {function!r}")
+        self._called: dict[str, FuzzyFunction[..., Any]] = {}
+        self._functions_lock = threading.Lock()
         functools.update_wrapper(self, fn)
         self._fn = fn
         self.name = getattr(fn, "__qualname__", repr(fn))
@@ -170,11 +178,19 @@ class Program(Generic[P, R]):
         return f"<program {self._fn.__module__}.{self.name}>"
 
     # -- the fuzzy functions it uses ------------------------------------------------------
-    @functools.cached_property
+    @property
     def functions(self) -> Mapping[str, FuzzyFunction[..., Any]]:
-        """Every fuzzy function the program's code refers to, in order of first mention,
-        by name (`inner.name` for those of a nested program). Found on first use, so
-        functions defined after the program are seen."""
+        """Every fuzzy function of the program, by name: those its code refers to (in order
+        of first mention; `inner.name` for those of a nested program, and attributes of
+        referenced classes and namespaces), those given as `functions=`, then those found
+        calling in a run (a function passed in as an argument) under their own name."""
+        with self._functions_lock:
+            return types.MappingProxyType({**self._declared, **self._called})
+
+    @functools.cached_property
+    def _declared(self) -> dict[str, FuzzyFunction[..., Any]]:
+        """The functions known before any run: referenced by the code (found on first use, so
+        functions defined after the program count), and given as `functions=`."""
         found: dict[str, FuzzyFunction[..., Any]] = {}
         for name, value in _referenced(self._fn):
             if isinstance(value, FuzzyFunction) and value not in found.values():
@@ -183,7 +199,21 @@ class Program(Generic[P, R]):
                 for inner, function in value.functions.items():
                     if function not in found.values():
                         found[f"{name}.{inner}"] = function
-        return types.MappingProxyType(found)
+        for function in self._given:
+            if function not in found.values():
+                found[_free_name(function.__name__, found)] = function
+        return found
+
+    def _note_called(self, steps: Sequence[TraceStep]) -> None:
+        """Remember the functions a run called that the code does not name (passed in as arguments)."""
+        known = self._declared
+        for step in steps:
+            function = step.function
+            if function in known.values() or function in self._called.values():
+                continue
+            with self._functions_lock:
+                if function not in self._called.values():
+                    self._called[_free_name(function.__name__, {**known, **self._called})] = function
 
     @property
     def params(self) -> dict[str, Params]:
@@ -335,6 +365,7 @@ class Program(Generic[P, R]):
             try:
                 with observing(run):
                     output = call()
+                self._note_called(run.steps)
                 return ProgramResult(output, tuple(run.steps), backtracks)
             except _Backtrack as backtrack:
                 target = len(run.steps) - 1
@@ -354,17 +385,22 @@ def program(fn: Callable[P, R], /) -> Program[P, R]: ...
 
 
 @overload
-def program(*, max_backtracks: int = 2) -> Callable[[Callable[P, R]], Program[P, R]]: ...
+def program(
+    *, max_backtracks: int = 2, functions: Iterable[FuzzyFunction[..., Any]] = ()
+) -> Callable[[Callable[P, R]], Program[P, R]]: ...
 
 
 def program(
-    fn: Callable[P, R] | None = None, /, *, max_backtracks: int = 2
+    fn: Callable[P, R] | None = None, /, *, max_backtracks: int = 2, functions: Iterable[FuzzyFunction[..., Any]] = ()
 ) -> Program[P, R] | Callable[[Callable[P, R]], Program[P, R]]:
     """Mark a function that calls fuzzy functions as a program: traced, with backtracking
-    assertions, and one collection of parameters that can be saved, loaded and compiled."""
+    assertions, and one collection of parameters that can be saved, loaded and compiled.
+    `functions` names fuzzy functions the code reaches only at run time (passed in as an
+    argument), so that compiling and loading an artifact know them before the first run."""
+    listed = tuple(functions)
     if fn is None:
-        return lambda function: Program(function, max_backtracks=max_backtracks)
-    return Program(fn, max_backtracks=max_backtracks)
+        return lambda function: Program(function, max_backtracks=max_backtracks, functions=listed)
+    return Program(fn, max_backtracks=max_backtracks, functions=listed)
 
 
 def _equal(left: object, right: object) -> bool:
@@ -375,9 +411,22 @@ def _equal(left: object, right: object) -> bool:
         return False
 
 
+_MISSING = object()
+
+
+def _free_name(name: str, taken: Mapping[str, object]) -> str:
+    """`name`, or `name#2`, `name#3`... when another function already has it."""
+    number, free = 1, name
+    while free in taken:
+        number += 1
+        free = f"{name}#{number}"
+    return free
+
+
 def _referenced(fn: Callable[..., Any]) -> Iterator[tuple[str, Any]]:
     """Names a function's code (nested functions included) refers to, with their values:
-    globals, closure variables, and attributes of referenced modules."""
+    globals, closure variables, and the attributes it names of referenced modules, classes
+    and namespaces (read statically: no property or `__getattr__` runs)."""
     code = getattr(fn, "__code__", None)
     if code is None:
         return
@@ -394,10 +443,11 @@ def _referenced(fn: Callable[..., Any]) -> Iterator[tuple[str, Any]]:
             if name in namespace:
                 value = namespace[name]
                 yield name, value
-                if isinstance(value, types.ModuleType):
+                if isinstance(value, (types.ModuleType, type, types.SimpleNamespace)):
                     for attribute in current.co_names:
-                        if hasattr(value, attribute):
-                            yield attribute, getattr(value, attribute)
+                        found = inspect.getattr_static(value, attribute, _MISSING)
+                        if found is not _MISSING:
+                            yield attribute, found
         stack.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
 
 
@@ -490,7 +540,12 @@ def apply_params(functions: Mapping[str, FuzzyFunction[..., Any]], data: _Params
     extra = [name for name in data.functions if name not in functions]
     if missing or extra:
         name = (missing or extra)[0]
-        where = "is not in the file" if missing else "is in the file but not in the program"
+        where = (
+            "is not in the file"
+            if missing
+            else "is in the file but not in the program (one the program receives as an argument "
+            "is known before its first run only when listed in @lmdsl.program(functions=[...]))"
+        )
         raise ArtifactError(f"{source}: fuzzy function {name!r} {where}")
     staged: dict[str, Params] = {}
     for name, fn in functions.items():

@@ -21,6 +21,7 @@ from lmdsl.params import Demo, Params
 
 if TYPE_CHECKING:
     from lmdsl.evaluate import Example
+    from lmdsl.fuzzy import FuzzyFunction
     from lmdsl.program import Program
 
 log = logging.getLogger("lmdsl.compiler")
@@ -111,12 +112,11 @@ class BootstrapFewShot:
     ) -> dict[str, Params]:
         """The demo set. Runs under a context-local overlay, so the program's own parameters never change."""
         wanted = self.max_demos if max_demos is None else max_demos
-        functions = program.functions
         order = list(range(len(trainset)))
         if shuffle is not None:
             shuffle.shuffle(order)
         teacher = labelled_params(program, trainset, self.max_labeled, None)
-        traced: dict[str, list[Demo]] = {name: [] for name in functions}
+        traced: dict[FuzzyFunction[..., Any], list[Demo]] = {}  # by function: a run may find new ones
         used: set[int] = set()
         for index in order:
             if len(used) >= wanted or budget.exhausted:
@@ -137,18 +137,17 @@ class BootstrapFewShot:
                             continue
                     except LMDSLError:
                         continue
-                    by_function = {id(fn): name for name, fn in functions.items()}
                     for step in result.trace:
-                        name = by_function.get(id(step.function))
-                        if name is not None and step.record.error is None:
-                            traced[name].append(Demo(step.record.inputs, step.record.output, step.record.reasoning))
+                        if step.record.error is None:
+                            demo = Demo(step.record.inputs, step.record.output, step.record.reasoning)
+                            traced.setdefault(step.function, []).append(demo)
                     used.add(index)
                     break
         rest = [trainset[i] for i in sorted(set(range(len(trainset))) - used)]
         topped = labelled_params(program, rest, self.max_labeled, random.Random(self.seed))
         params: dict[str, Params] = {}
-        for name, fn in functions.items():
-            demos = traced[name][:wanted]
+        for name, fn in program.functions.items():
+            demos = traced.get(fn, [])[:wanted]
             extra = list(topped[name].demos)[: max(0, self.max_labeled - len(demos))]
             params[name] = with_demos(fn, [*demos, *extra])
         return params
