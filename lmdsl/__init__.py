@@ -25,7 +25,6 @@ from lmdsl.compiler import (
 from lmdsl.errors import (
     ArtifactError,
     AssertionFailed,
-    Attempt,
     BackendError,
     ConfigurationError,
     InputError,
@@ -48,6 +47,8 @@ from lmdsl.errors import (
 )
 from lmdsl.evaluate import EvaluationError, EvaluationResult, Example, evaluate, load_examples
 from lmdsl.fuzzy import AssertionWarning, FuzzyFunction, fuzzy
+from lmdsl._version import __version__ as __version__
+from lmdsl.lm.types import Attempt
 from lmdsl.lm import (
     AnthropicModel,
     Backend,
@@ -91,7 +92,6 @@ from lmdsl.strategies import (
 )
 from lmdsl.tool_use import React, Tool, react
 
-__version__ = "0.1.0"
 
 __all__ = [
     "AnthropicModel",

@@ -15,9 +15,9 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from lmdsl.config import using
-from lmdsl.errors import Attempt, OutputError, SandboxError
+from lmdsl.errors import OutputError, SandboxError
 from lmdsl.fuzzy import FuzzyFunction
-from lmdsl.lm.types import Message, Usage
+from lmdsl.lm.types import Attempt, Message, Usage
 from lmdsl.sandbox import SandboxLimits, run_code
 from lmdsl.serializable import type_name
 from lmdsl.signature import Signature, synthetic_function

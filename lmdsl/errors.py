@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from lmdsl.lm.types import FinishReason, Request, Usage
+    from lmdsl.lm.types import Attempt
 
 
 class LMDSLError(Exception):
@@ -83,18 +82,6 @@ class ProviderResponseError(ProviderError):
     wrong with it. Retried like a transient failure (a proxy's hiccup is the likely cause),
     then raised.
     """
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """One try at producing a valid output: what was sent, what came back, why it failed."""
-
-    request: Request
-    text: str
-    error: str | None
-    usage: Usage
-    finish_reason: FinishReason
-    cached: bool
 
 
 class OutputError(LMDSLError):

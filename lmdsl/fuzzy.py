@@ -23,8 +23,8 @@ from pydantic import ValidationError
 
 from lmdsl import checking
 from lmdsl.config import ModelSpec, history, settings
-from lmdsl.errors import Attempt, AssertionFailed, InputError, OutputError, Retry, SignatureError
-from lmdsl.lm.types import Backend, Message, Request
+from lmdsl.errors import AssertionFailed, InputError, OutputError, Retry, SignatureError
+from lmdsl.lm.types import Attempt, Backend, Message, Request
 from lmdsl.parallel import Outcome, run_each
 from lmdsl.params import OVERLAY, Demo, Params
 from lmdsl.prompt import InvalidOutput, OutputFormat, Prompt, retry_request

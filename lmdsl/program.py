@@ -32,6 +32,7 @@ from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 from pydantic import BaseModel, ConfigDict, PydanticUserError, TypeAdapter, ValidationError
 from pydantic.errors import PydanticSchemaGenerationError
 
+from lmdsl._version import __version__
 from lmdsl.errors import ArtifactError, AssertionFailed, InputError, LMDSLError
 from lmdsl.files import NotReadable, read_regular, write_atomic
 from lmdsl.fuzzy import AssertionWarning, FuzzyFunction
@@ -475,8 +476,6 @@ class _ParamsFile(BaseModel):
 
 def dump_params(program: str, functions: Mapping[str, FuzzyFunction[..., Any]]) -> dict[str, Any]:
     """Plain JSON data for the parameters of `functions`."""
-    from lmdsl import __version__
-
     entries = {
         name: {"signature": fn.signature.fingerprint, "instructions": fn.params.instructions, "demos": dump_demos(fn, fn.params.demos)}
         for name, fn in functions.items()

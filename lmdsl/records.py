@@ -10,8 +10,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from lmdsl.errors import Attempt
-from lmdsl.lm.types import Message, Usage
+from lmdsl.lm.types import Attempt, Message, Usage
 
 
 @dataclass(frozen=True, slots=True)

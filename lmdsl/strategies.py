@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from lmdsl.errors import Attempt, OutputError, SignatureError
-from lmdsl.lm.types import Backend, Message
+from lmdsl.errors import OutputError, SignatureError
+from lmdsl.lm.types import Attempt, Backend, Message
 
 if TYPE_CHECKING:
     from lmdsl.signature import Signature

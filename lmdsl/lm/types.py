@@ -75,3 +75,15 @@ class Backend(Protocol):
     def name(self) -> str: ...
 
     def complete(self, request: Request) -> Completion: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One try at producing a valid output: what was sent, what came back, why it failed."""
+
+    request: Request
+    text: str
+    error: str | None
+    usage: Usage
+    finish_reason: FinishReason
+    cached: bool
