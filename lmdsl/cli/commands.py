@@ -163,7 +163,7 @@ def _compile(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from lmdsl.checking import check_files, python_files
+    from lmdsl.cli.check import check_files, python_files
 
     missing = [path for path in args.paths if not Path(path).exists()]
     if missing:
@@ -322,7 +322,3 @@ def main(argv: list[str] | None = None) -> int:
     except LMDSLError as error:
         print(f"lmdsl: {type(error).__name__}: {error}", file=sys.stderr)
         return EXIT_FAILED
-
-
-if __name__ == "__main__":
-    sys.exit(main())
