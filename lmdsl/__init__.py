@@ -27,6 +27,7 @@ from lmdsl.errors import (
     AssertionFailed,
     BackendError,
     ConfigurationError,
+    EvaluationError,
     InputError,
     LMDSLError,
     ModelUnavailableError,
@@ -45,7 +46,8 @@ from lmdsl.errors import (
     SandboxViolation,
     SignatureError,
 )
-from lmdsl.evaluate import EvaluationError, EvaluationResult, Example, evaluate, load_examples
+from lmdsl.data import Example, load_examples
+from lmdsl.evaluation import EvaluationResult, evaluate
 from lmdsl.fuzzy import AssertionWarning, FuzzyFunction, fuzzy
 from lmdsl._version import __version__ as __version__
 from lmdsl.lm.types import Attempt

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from lmdsl.evaluation.results import EvaluationResult
     from lmdsl.lm.types import Attempt
 
 
@@ -196,3 +197,12 @@ class SandboxInputError(LMDSLError, ValueError):
 
 class SandboxUnavailableError(ConfigurationError):
     """The sandbox cannot run here (it needs Linux and a Python interpreter it can start)."""
+
+
+class EvaluationError(LMDSLError):
+    """`evaluate` stopped because more than `max_errors` examples failed. `result` holds
+    the examples that ran (in devset order), their scores and their errors."""
+
+    def __init__(self, message: str, result: EvaluationResult) -> None:
+        super().__init__(message)
+        self.result = result

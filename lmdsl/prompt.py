@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 import pydantic_core
 from pydantic import ValidationError
 
 from lmdsl.lm.types import Message, Request
-from lmdsl.params import Demo, Params
+from lmdsl.params import Params
 from lmdsl.serializable import type_name
 from lmdsl.signature import OutputSpec, Signature, input_error
 from lmdsl.unicode import printable, surrogate_problem

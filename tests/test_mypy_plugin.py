@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lmdsl.checking import check_files
+from lmdsl.cli.check import check_files
 from tests.conftest import ROOT
 
 OLDEST_MYPY = "1.19.1"  # error codes of plugins can be disabled one by one from 1.19 on

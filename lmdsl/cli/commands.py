@@ -130,7 +130,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _compile(args: argparse.Namespace) -> int:
-    from lmdsl.evaluate import evaluate
+    from lmdsl.evaluation import evaluate
     from lmdsl.compiler.decorator import CompileConfig, compile_program, keeps_a_study
 
     program = load_program(args.target)
@@ -193,7 +193,8 @@ def _show_compiler_progress() -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from lmdsl.evaluate import evaluate, load_examples
+    from lmdsl.data import load_examples
+    from lmdsl.evaluation import evaluate
     from lmdsl.compiler.decorator import CompileConfig
 
     program = load_program(args.target)

@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from lmdsl.data import Metric
 from lmdsl.errors import LMDSLError
 from lmdsl.fuzzy import FuzzyFunction
 from lmdsl.params import Demo, Params
 from lmdsl.records import CallObserver, CallRecord, observing
 
 if TYPE_CHECKING:
-    from lmdsl.evaluate import Example
+    from lmdsl.data import Example
     from lmdsl.program import Program
 
-Metric = Callable[..., Any]
 
 
 @dataclass(frozen=True)

@@ -11,15 +11,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 from lmdsl import checking, rules
+from lmdsl.data import Metric
 from lmdsl.config import settings
 from lmdsl.errors import ConfigurationError, SignatureError
 from lmdsl.serializable import accepts, type_name
 from lmdsl.compiler.artifact import write_artifact
-from lmdsl.compiler.base import Compiled, Metric, Optimizer
+from lmdsl.compiler.base import Compiled, Optimizer
 from lmdsl.program import Program
 
 if TYPE_CHECKING:
-    from lmdsl.evaluate import Example
+    from lmdsl.data import Example
 
 P = ParamSpec("P")
 R = TypeVar("R")

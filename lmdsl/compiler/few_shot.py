@@ -14,13 +14,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from lmdsl.data import Metric
 from lmdsl.config import using
 from lmdsl.errors import LMDSLError
-from lmdsl.compiler.base import Budget, BudgetExhausted, Candidate, Compiled, Metric, labelled_demo, with_demos
+from lmdsl.compiler.base import Budget, BudgetExhausted, Candidate, Compiled, labelled_demo, with_demos
 from lmdsl.params import Demo, Params
 
 if TYPE_CHECKING:
-    from lmdsl.evaluate import Example
+    from lmdsl.data import Example
     from lmdsl.fuzzy import FuzzyFunction
     from lmdsl.program import Program
 
@@ -29,7 +30,7 @@ log = logging.getLogger("lmdsl.compiler")
 
 def metric_passes(metric: Metric, example: Example, prediction: Any, trace: Any, threshold: float | None) -> bool:
     """Whether a run counts as a success: a metric value of 1 (or True), or at least `threshold`."""
-    from lmdsl.evaluate import metric_score, metric_takes_trace
+    from lmdsl.data import metric_score, metric_takes_trace
 
     value = metric(example, prediction, trace) if metric_takes_trace(metric) else metric(example, prediction)
     score = metric_score(value)
@@ -180,7 +181,7 @@ class RandomSearch:
     def compile(
         self, program: Program[..., Any], trainset: Sequence[Example], metric: Metric, *, devset: Sequence[Example] | None = None
     ) -> Compiled:
-        from lmdsl.evaluate import evaluate
+        from lmdsl.evaluation import evaluate
 
         started = time.perf_counter()
         dev = list(devset if devset is not None else trainset)

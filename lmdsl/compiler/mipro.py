@@ -39,8 +39,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
-from lmdsl.compiler.base import Budget, BudgetExhausted, Candidate, Compiled, Metric
+from lmdsl.compiler.base import Budget, BudgetExhausted, Candidate, Compiled
 from lmdsl.compiler.few_shot import BootstrapFewShot, labelled_params
+from lmdsl.data import Metric
 from lmdsl.config import settings, using
 from lmdsl.errors import ArtifactError, ConfigurationError, LMDSLError
 from lmdsl.fuzzy import FuzzyFunction, fuzzy
@@ -48,7 +49,7 @@ from lmdsl.program import dump_demos, load_demos
 from lmdsl.params import Demo, Params
 
 if TYPE_CHECKING:
-    from lmdsl.evaluate import Example
+    from lmdsl.data import Example
     from lmdsl.config import ModelSpec
     from lmdsl.program import Program
 
@@ -122,7 +123,7 @@ class MIPRO:
         except ImportError:
             raise ConfigurationError("MIPRO needs optuna: pip install 'lmdsl[compile]'") from None
 
-        from lmdsl.evaluate import evaluate
+        from lmdsl.evaluation import evaluate
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         started = time.perf_counter()

@@ -16,7 +16,7 @@ PROGRAM = textwrap.dedent(
     # mypy: disable-error-code="empty-body"
     from typing import Literal
     import lmdsl
-    from lmdsl.evaluate import Example
+    from lmdsl.data import Example
     from lmdsl.compiler import RandomSearch
 
     def respond(request):

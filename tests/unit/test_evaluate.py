@@ -14,7 +14,9 @@ import pytest
 from pydantic import BaseModel
 
 import lmdsl
-from lmdsl.evaluate import EvaluationError, EvaluationResult, Example, evaluate, load_examples
+from lmdsl.data import Example, load_examples
+from lmdsl.errors import EvaluationError
+from lmdsl.evaluation import EvaluationResult, evaluate
 from lmdsl.lm.types import Completion, Request, Usage
 from lmdsl.program import TraceStep
 

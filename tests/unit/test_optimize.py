@@ -11,7 +11,7 @@ from typing import Any, Literal
 import pytest
 
 import lmdsl
-from lmdsl.evaluate import Example
+from lmdsl.data import Example
 from lmdsl.lm.types import Request
 from lmdsl.compiler import BootstrapFewShot, LabeledFewShot, RandomSearch, compile_program, optimize
 from lmdsl.compiler.artifact import write_artifact

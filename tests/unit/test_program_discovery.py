@@ -11,7 +11,7 @@ import pytest
 
 import lmdsl
 from lmdsl.compiler import BootstrapFewShot
-from lmdsl.evaluate import Example
+from lmdsl.data import Example
 from lmdsl.lm.types import Request
 
 
