@@ -31,8 +31,17 @@ def oldest_mypy() -> Path:
     target = ROOT / ".venv" / f"mypy-{OLDEST_MYPY}"
     if not (target / "mypy" / "__init__.py").exists():
         subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             "--target", str(target), f"mypy=={OLDEST_MYPY}"],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--target",
+                str(target),
+                f"mypy=={OLDEST_MYPY}",
+            ],
             check=True,
         )
     return target
@@ -57,16 +66,27 @@ def run_mypy(files: Sequence[Path], prefix: Path | None, cache: Path) -> tuple[s
     if prefix is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(prefix), str(ROOT)])
     result = subprocess.run(
-        [sys.executable, "-m", "mypy", "--config-file", str(CONFIG), "--cache-dir", str(cache), "--no-error-summary",
-         *map(str, files)],
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--config-file",
+            str(CONFIG),
+            "--cache-dir",
+            str(cache),
+            "--no-error-summary",
+            *map(str, files),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=600,
     )
     version = subprocess.run(
         [sys.executable, "-m", "mypy", "--version"], capture_output=True, text=True, env=env, check=True
     ).stdout.strip()
-    errors = [
-        (int(m["line"]), m["code"], m["message"]) for m in map(ERROR.match, result.stdout.splitlines()) if m
-    ]
+    errors = [(int(m["line"]), m["code"], m["message"]) for m in map(ERROR.match, result.stdout.splitlines()) if m]
     assert result.returncode in (0, 1), result.stdout + result.stderr
     return version, errors
 
@@ -107,9 +127,24 @@ def test_the_rule_cases_pass_under_the_oldest_mypy(oldest_mypy: Path, tmp_path: 
     base.mkdir()
     env = {**os.environ, "PATH": f"{shim.parent}{os.pathsep}{os.environ['PATH']}"}
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", str(RULE_CASES), "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
-         f"--mypy-testing-base={base}", f"--mypy-ini-file={CONFIG}"],
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(RULE_CASES),
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:randomly",
+            f"--mypy-testing-base={base}",
+            f"--mypy-ini-file={CONFIG}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=900,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert re.search(r"\b\d+ passed\b", result.stdout) and "failed" not in result.stdout.splitlines()[-1]
@@ -135,14 +170,42 @@ def test_lmdsl_check_passes_the_examples(capsys: pytest.CaptureFixture[str]) -> 
 # -- one rule table: the plugin and decoration time agree on every type -------------------------
 
 ANNOTATIONS = [
-    "str", "int", "float", "bool", "Literal['a', 'b']", "Literal[1, True]", "Color", "Item", "Row",
-    "list[str]", "list[Item]", "dict[str, int]", "dict[Literal['a', 'b'], int]", "tuple[str, int]",
-    "tuple[int, ...]", "Optional[str]", "int | str", "list[Optional[int]]",
-    "set[str]", "frozenset[int]", "object", "Any", "Callable[[str], str]", "dict[int, str]", "list",
-    "dict", "bytes", "Point", "list[set[int]]", "dict[str, object]", "BadRow", "Tags", "Path",
+    "str",
+    "int",
+    "float",
+    "bool",
+    "Literal['a', 'b']",
+    "Literal[1, True]",
+    "Color",
+    "Item",
+    "Row",
+    "list[str]",
+    "list[Item]",
+    "dict[str, int]",
+    "dict[Literal['a', 'b'], int]",
+    "tuple[str, int]",
+    "tuple[int, ...]",
+    "Optional[str]",
+    "int | str",
+    "list[Optional[int]]",
+    "set[str]",
+    "frozenset[int]",
+    "object",
+    "Any",
+    "Callable[[str], str]",
+    "dict[int, str]",
+    "list",
+    "dict",
+    "bytes",
+    "Point",
+    "list[set[int]]",
+    "dict[str, object]",
+    "BadRow",
+    "Tags",
+    "Path",
 ]
 
-PRELUDE = '''
+PRELUDE = """
 # mypy: disable-error-code="empty-body"
 import enum
 from collections.abc import Callable
@@ -170,7 +233,7 @@ class Point(NamedTuple):
     x: int
 
 Tags: TypeAlias = set[str]
-'''
+"""
 
 
 def test_the_plugin_and_decoration_time_judge_every_type_alike(tmp_path: Path, mypy_cache: Path) -> None:
@@ -194,7 +257,7 @@ def test_the_plugin_and_decoration_time_judge_every_type_alike(tmp_path: Path, m
     _, errors = run_mypy([module], None, mypy_cache / "True")
     static = {(m.split(":")[0], code) for _, code, m in errors}
     runtime = {(f.message.split(":")[0], f.code) for f in check_files([module])}
-    assert static == runtime, (sorted(static ^ runtime))
+    assert static == runtime, sorted(static ^ runtime)
     rejected = {name for name, _ in static}
     for n, annotation in enumerate(ANNOTATIONS):  # the table itself, spelled out
         ok = n < ANNOTATIONS.index("set[str]")
@@ -208,3 +271,25 @@ def test_the_typed_surface_passes_basedpyright() -> None:
         pytest.skip("basedpyright is not installed (./dev test installs it)")
     result = subprocess.run([executable], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert result.returncode == 0 and "0 errors" in result.stdout, result.stdout + result.stderr
+
+
+def test_the_plugin_starts_from_public_names_only() -> None:
+    """An internal path in the plugin would silently turn a check off when the code moves."""
+    import lmdsl
+
+    source = (ROOT / "plugins" / "mypy.py").read_text()
+    named = set(re.findall(r'"(lmdsl\.[A-Za-z_.]+)"', source)) - {"lmdsl.plugins.mypy"}  # the docstring's config line
+    assert named == {"lmdsl.fuzzy", "lmdsl.FuzzyFunction", "lmdsl.react", "lmdsl.optimize", "lmdsl.Example"}
+    for name in named:
+        assert hasattr(lmdsl, name.removeprefix("lmdsl.")), name
+
+
+def test_a_public_name_of_another_shape_stops_the_plugin_instead_of_skipping_a_check() -> None:
+    from mypy.nodes import GDEF, FuncDef, SymbolTableNode
+
+    from lmdsl.plugins.mypy import resolve_targets
+
+    fuzzy = SymbolTableNode(GDEF, FuncDef("fuzzy"))
+    with pytest.raises(RuntimeError, match="expected lmdsl.FuzzyFunction to be a name lmdsl exports"):
+        resolve_targets(lambda name: fuzzy if name == "lmdsl.fuzzy" else None)
+    assert resolve_targets(lambda name: None) is None  # lmdsl is not part of this mypy run

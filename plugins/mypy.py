@@ -24,6 +24,8 @@ returns mypy's own inferred type: the plugin reports, it never changes types.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
 
 from mypy.errorcodes import ErrorCode
 from mypy.nodes import (
@@ -42,9 +44,13 @@ from mypy.nodes import (
     MemberExpr,
     MypyFile,
     NameExpr,
+    OverloadedFuncDef,
     RefExpr,
     StrExpr,
+    SymbolNode,
+    SymbolTableNode,
     TupleExpr,
+    TypeInfo,
 )
 from mypy.plugin import CheckerPluginInterface, FunctionContext, MethodContext, Plugin
 from mypy.subtypes import is_subtype
@@ -54,6 +60,7 @@ from mypy.types import (
     Instance,
     LiteralType,
     NoneType,
+    Overloaded,
     Parameters,
     ProperType,
     TupleType,
@@ -68,29 +75,117 @@ from lmdsl import rules
 
 CODES = {code: ErrorCode(code, description, "lmdsl") for code, description in rules.CODES.items()}
 
-FUZZY = "lmdsl.fuzzy.fuzzy"
-FUZZY_DECORATOR = "lmdsl.fuzzy.FuzzyDecorator.__call__"
-ENSURE = "lmdsl.fuzzy.FuzzyFunction.ensure"
-ENSURE_DECORATOR = "lmdsl.fuzzy.EnsureDecorator.__call__"
-OPTIMIZATION = "lmdsl.compiler.decorator.Optimization.__call__"
-REACT = "lmdsl.tool_use.react"
-EXAMPLE = "lmdsl.data.Example"
-OPTIMIZE = "lmdsl.compiler.decorator.optimize"
+# The hooks start from the names users import (`lmdsl.fuzzy`, `lmdsl.FuzzyFunction`...), never
+# from internal module paths: the targets are looked up in mypy's own symbol tables, and the
+# decorator classes are found as the return types of those functions. Moving code inside lmdsl
+# cannot turn a check off; a public name that stops having the expected shape is an error.
+PUBLIC_FUZZY = "lmdsl.fuzzy"
+PUBLIC_FUZZY_FUNCTION = "lmdsl.FuzzyFunction"
+PUBLIC_REACT = "lmdsl.react"
+PUBLIC_OPTIMIZE = "lmdsl.optimize"
+PUBLIC_EXAMPLE = "lmdsl.Example"
 BASE_MODEL = "pydantic.main.BaseModel"
 SCALARS = frozenset({"builtins.str", "builtins.int", "builtins.float", "builtins.bool"})
-UNSEEN = frozenset({TypeOfAny.from_error, TypeOfAny.from_unimported_type, TypeOfAny.special_form, TypeOfAny.implementation_artifact})
+UNSEEN = frozenset(
+    {TypeOfAny.from_error, TypeOfAny.from_unimported_type, TypeOfAny.special_form, TypeOfAny.implementation_artifact}
+)
+
+
+@dataclass(frozen=True)
+class Targets:
+    """The fully qualified names mypy reports for lmdsl's decorators, resolved from public names."""
+
+    fuzzy: str
+    fuzzy_decorator: str
+    ensure: str
+    ensure_decorator: str
+    react: str
+    optimize: str
+    optimization: str
+    example: str
+
+
+def resolve_targets(lookup: Callable[[str], SymbolTableNode | None]) -> Targets | None:
+    """The targets, or None when lmdsl is not part of this mypy run."""
+    if lookup(PUBLIC_FUZZY) is None:
+        return None
+    fuzzy, fuzzy_function = _node(lookup, PUBLIC_FUZZY), _node(lookup, PUBLIC_FUZZY_FUNCTION)
+    optimize = _node(lookup, PUBLIC_OPTIMIZE)
+    if not isinstance(fuzzy_function, TypeInfo):
+        raise _shape_error(PUBLIC_FUZZY_FUNCTION, "a class")
+    ensure = fuzzy_function.get_method("ensure")
+    if ensure is None:
+        raise _shape_error(PUBLIC_FUZZY_FUNCTION, "a class with an ensure method")
+    return Targets(
+        fuzzy=fuzzy.fullname,
+        fuzzy_decorator=_returned_call(fuzzy, PUBLIC_FUZZY),
+        ensure=ensure.fullname,
+        ensure_decorator=_returned_call(ensure, f"{PUBLIC_FUZZY_FUNCTION}.ensure"),
+        react=_node(lookup, PUBLIC_REACT).fullname,
+        optimize=optimize.fullname,
+        optimization=_returned_call(optimize, PUBLIC_OPTIMIZE),
+        example=_node(lookup, PUBLIC_EXAMPLE).fullname,
+    )
+
+
+def _node(lookup: Callable[[str], SymbolTableNode | None], public: str) -> SymbolNode:
+    found = lookup(public)
+    if found is None or found.node is None:
+        raise _shape_error(public, "a name lmdsl exports")
+    return found.node
+
+
+def _returned_call(node: object, public: str) -> str:
+    """`Decorator.__call__` for the decorator class one of `node`'s overloads returns."""
+    function = node.func if isinstance(node, Decorator) else node
+    signatures = (
+        function.type.items if isinstance(function, OverloadedFuncDef) and isinstance(function.type, Overloaded) else []
+    )
+    if isinstance(function, FuncDef) and isinstance(function.type, CallableType):
+        signatures = [function.type]
+    options_forms = [s for s in signatures if ARG_POS not in s.arg_kinds]  # `@decorator(option=...)`
+    for signature in options_forms or signatures:
+        returned = get_proper_type(signature.ret_type)
+        if isinstance(returned, Instance) and returned.type.get_method("__call__") is not None:
+            return f"{returned.type.fullname}.__call__"
+    raise _shape_error(public, "a function one of whose forms returns a decorator object")
+
+
+def _shape_error(public: str, expected: str) -> RuntimeError:
+    return RuntimeError(f"lmdsl's mypy plugin expected {public} to be {expected}; update plugins/mypy.py")
 
 
 class LmdslPlugin(Plugin):
+    _resolved: Targets | None = None
+
+    @property
+    def targets(self) -> Targets | None:
+        """Resolved on the first hook after lmdsl's own modules are analysed (kept from then on)."""
+        if self._resolved is None:
+            self._resolved = resolve_targets(self.lookup_fully_qualified)
+        return self._resolved
+
     def get_function_hook(self, fullname: str) -> Callable[[FunctionContext], Type] | None:
-        if fullname == FUZZY:
+        targets = self.targets if fullname.startswith("lmdsl") else None
+        if targets is None:
+            return None
+        if fullname == targets.fuzzy:
             return _fuzzy
-        if fullname == REACT:
+        if fullname == targets.react:
             return _react
         return None
 
     def get_method_hook(self, fullname: str) -> Callable[[MethodContext], Type] | None:
-        return {FUZZY_DECORATOR: _fuzzy, ENSURE: _ensure, ENSURE_DECORATOR: _ensure, OPTIMIZATION: _optimization}.get(fullname)
+        targets = self.targets if fullname.startswith("lmdsl") else None
+        if targets is None:
+            return None
+        if fullname in (targets.fuzzy_decorator,):
+            return _fuzzy
+        if fullname in (targets.ensure, targets.ensure_decorator):
+            return _ensure
+        if fullname == targets.optimization:
+            return partial(_optimization, targets)
+        return None
 
 
 def plugin(version: str) -> type[Plugin]:
@@ -151,7 +246,9 @@ def _check_fuzzy(api: CheckerPluginInterface, function: FuncDef) -> None:
         parameter = argument.variable.name
         kind = argument.kind
         if kind in (ARG_STAR, ARG_STAR2):
-            _fail(api, rules.star_parameter(name, "*" if kind == ARG_STAR else "**", parameter), function, rules.SIGNATURE)
+            _fail(
+                api, rules.star_parameter(name, "*" if kind == ARG_STAR else "**", parameter), function, rules.SIGNATURE
+            )
             continue
         annotation = signature.arg_types[index] if signature is not None else None
         if annotation is None or _unannotated(annotation):
@@ -171,10 +268,14 @@ def _docstring(function: FuncDef) -> bool:
     return isinstance(first, ExpressionStmt) and isinstance(first.expr, StrExpr) and bool(first.expr.value.strip())
 
 
-def _check_serializable(api: CheckerPluginInterface, function: FuncDef, what: str, annotation: Type, *, allow_none: bool) -> None:
+def _check_serializable(
+    api: CheckerPluginInterface, function: FuncDef, what: str, annotation: Type, *, allow_none: bool
+) -> None:
     reason = rules.unsupported_reason(_shape(api, annotation), allow_none=allow_none)
     if reason:
-        _fail(api, rules.unserializable(function.name, what, _name(api, annotation), reason), function, rules.SERIALIZABLE)
+        _fail(
+            api, rules.unserializable(function.name, what, _name(api, annotation), reason), function, rules.SERIALIZABLE
+        )
 
 
 def _shape(api: CheckerPluginInterface, typ: Type) -> rules.Shape:
@@ -261,7 +362,12 @@ def _ensure(ctx: MethodContext) -> Type:
     if positional:
         first = check.arg_types[positional[0]]
         if not _unannotated(first) and not is_subtype(owner.args[1], first):
-            _fail(ctx.api, rules.check_takes_output(check_name, function, _name(ctx.api, first), _name(ctx.api, owner.args[1])), where, rules.WIRING)
+            _fail(
+                ctx.api,
+                rules.check_takes_output(check_name, function, _name(ctx.api, first), _name(ctx.api, owner.args[1])),
+                where,
+                rules.WIRING,
+            )
     if ARG_STAR2 in check.arg_kinds or not names_known:  # takes every input, or fn's input names are unknown
         return ctx.default_return_type
     for index, (parameter, kind) in enumerate(zip(check.arg_names, check.arg_kinds)):
@@ -282,7 +388,11 @@ def _fuzzy_name(context: Context) -> str:
     for candidate in candidates:
         while isinstance(candidate, CallExpr):
             candidate = candidate.callee
-        if isinstance(candidate, MemberExpr) and candidate.name == "ensure" and isinstance(candidate.expr, (NameExpr, MemberExpr)):
+        if (
+            isinstance(candidate, MemberExpr)
+            and candidate.name == "ensure"
+            and isinstance(candidate.expr, (NameExpr, MemberExpr))
+        ):
             return candidate.expr.name
     return "the fuzzy function"
 
@@ -291,10 +401,10 @@ def _check_location(ctx: MethodContext) -> Context:
     return ctx.context.func if isinstance(ctx.context, Decorator) else ctx.context
 
 
-def _optimization(ctx: MethodContext) -> Type:
+def _optimization(targets: Targets, ctx: MethodContext) -> Type:
     """`@optimize(...)` applied to a program: the metric's prediction type and the trainset's examples."""
     program = get_proper_type(ctx.arg_types[0][0]) if ctx.arg_types and ctx.arg_types[0] else None
-    call = _optimize_call(ctx.context)
+    call = _optimize_call(ctx.context, targets.optimize)
     if not isinstance(program, Instance) or len(program.args) != 2 or call is None:
         return ctx.default_return_type
     parameters = get_proper_type(program.args[0])
@@ -307,9 +417,11 @@ def _optimization(ctx: MethodContext) -> Type:
     trainset = arguments.get("trainset")
     if trainset is not None and isinstance(parameters, Parameters):
         required = [
-            n for n, kind in zip(parameters.arg_names, parameters.arg_kinds) if n is not None and kind in (ARG_POS, ARG_NAMED)
+            n
+            for n, kind in zip(parameters.arg_names, parameters.arg_kinds)
+            if n is not None and kind in (ARG_POS, ARG_NAMED)
         ]
-        for number, example in enumerate(_example_literals(ctx.api, trainset), start=1):
+        for number, example in enumerate(_example_literals(ctx.api, trainset, targets.example), start=1):
             fields = [n for n in example.arg_names if n is not None]
             if None in example.arg_names:  # positional or **unpacked: not a literal we can read
                 continue
@@ -318,11 +430,15 @@ def _optimization(ctx: MethodContext) -> Type:
     return ctx.default_return_type
 
 
-def _optimize_call(context: Context) -> CallExpr | None:
+def _optimize_call(context: Context, optimize: str) -> CallExpr | None:
     if not isinstance(context, Decorator):
         return None
     for decorator in context.original_decorators:
-        if isinstance(decorator, CallExpr) and isinstance(decorator.callee, RefExpr) and decorator.callee.fullname == OPTIMIZE:
+        if (
+            isinstance(decorator, CallExpr)
+            and isinstance(decorator.callee, RefExpr)
+            and decorator.callee.fullname == optimize
+        ):
             return decorator
     return None
 
@@ -336,10 +452,15 @@ def _check_metric(api: CheckerPluginInterface, metric: Expression, program: str,
         return
     if not is_subtype(output, positional[1]):
         metric_name = metric.name if isinstance(metric, (NameExpr, MemberExpr)) else "metric"
-        _fail(api, rules.metric_takes_output(metric_name, program, _name(api, positional[1]), _name(api, output)), metric, rules.WIRING)
+        _fail(
+            api,
+            rules.metric_takes_output(metric_name, program, _name(api, positional[1]), _name(api, output)),
+            metric,
+            rules.WIRING,
+        )
 
 
-def _example_literals(api: CheckerPluginInterface, expression: Expression) -> Iterator[CallExpr]:
+def _example_literals(api: CheckerPluginInterface, expression: Expression, example: str) -> Iterator[CallExpr]:
     """`Example(...)` calls written in a list or tuple, inline or in a module-level variable."""
     if isinstance(expression, NameExpr):
         value = _module_assignment(api, expression)
@@ -348,7 +469,7 @@ def _example_literals(api: CheckerPluginInterface, expression: Expression) -> It
         expression = value
     if isinstance(expression, (ListExpr, TupleExpr)):
         for item in expression.items:
-            if isinstance(item, CallExpr) and isinstance(item.callee, RefExpr) and item.callee.fullname == EXAMPLE:
+            if isinstance(item, CallExpr) and isinstance(item.callee, RefExpr) and item.callee.fullname == example:
                 yield item
 
 
