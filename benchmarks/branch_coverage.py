@@ -38,8 +38,10 @@ def main() -> int:
     print(f"{'module':36} {'branches':>16} {'lines':>16}")
     for other, name, taken, branches, run, lines in sorted(rows):
         share = f"{100 * taken / branches:5.1f}%" if branches else "   - "
-        print(f"{name:36} {share} {taken:4}/{branches:<4} {100 * run / max(lines, 1):5.1f}% {run:4}/{lines:<4}"
-              f"{'' if other else '  core'}")
+        print(
+            f"{name:36} {share} {taken:4}/{branches:<4} {100 * run / max(lines, 1):5.1f}% {run:4}/{lines:<4}"
+            f"{'' if other else '  core'}"
+        )
     return 0
 
 

@@ -117,9 +117,13 @@ STEPS = ("uncompiled", "random", "mipro")
 # DSPy only, and not a default step: it runs by itself after MIPROv2 fails, or when asked for
 EXTRA_STEPS = ("mipro-tolerant",)
 ORDER = {
-    ("lmdsl", "uncompiled"): 0, ("dspy", "uncompiled"): 1,
-    ("lmdsl", "random"): 2, ("dspy", "random"): 3,
-    ("lmdsl", "mipro"): 4, ("dspy", "mipro"): 5, ("dspy", "mipro-tolerant"): 6,
+    ("lmdsl", "uncompiled"): 0,
+    ("dspy", "uncompiled"): 1,
+    ("lmdsl", "random"): 2,
+    ("dspy", "random"): 3,
+    ("lmdsl", "mipro"): 4,
+    ("dspy", "mipro"): 5,
+    ("dspy", "mipro-tolerant"): 6,
 }
 _write_lock = threading.Lock()
 
@@ -275,8 +279,11 @@ def save_row(setup: Setup, row: Row) -> None:
         results = load_results()
         run = results["runs"].setdefault(setup.key, {"setup": asdict(setup), "rows": {}, "environment": {}})
         run["setup"] = asdict(setup)
-        run["rows"][f"{row.framework}:{row.step}"] = {**asdict(row), "total_lm_calls": row.total_lm_calls,
-                                                      "environment": environment()}
+        run["rows"][f"{row.framework}:{row.step}"] = {
+            **asdict(row),
+            "total_lm_calls": row.total_lm_calls,
+            "environment": environment(),
+        }
         _write(JSON_PATH, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
         _write(MD_PATH, markdown(results))
 
@@ -310,8 +317,11 @@ def table(run: Mapping[str, Any]) -> str:
             f"| {_calls(r)} | {seconds} | {r['chosen']} |"
         )
     verdicts = []
-    pairs = (("random", "random", "random search"), ("mipro", "mipro", "MIPRO"),
-             ("mipro", "mipro-tolerant", "MIPRO against the patched MIPROv2"))
+    pairs = (
+        ("random", "random", "random search"),
+        ("mipro", "mipro", "MIPRO"),
+        ("mipro", "mipro-tolerant", "MIPRO against the patched MIPROv2"),
+    )
     for step, other, label in pairs:
         ours, theirs = run["rows"].get(f"lmdsl:{step}"), run["rows"].get(f"dspy:{other}")
         if ours is None or theirs is None:
@@ -330,9 +340,12 @@ def table(run: Mapping[str, Any]) -> str:
         verdicts.append(
             f"- {label}: lmdsl {_percent(ours['dev_accuracy'])} with {ours['total_lm_calls']:,} LM calls, "
             f"DSPy {_percent(theirs['dev_accuracy'])} with {theirs['total_lm_calls']:,}: "
-            + ("target met (at least as accurate, no more calls)" if accurate and cheap else
-               f"target missed ({'less accurate' if not accurate else ''}"
-               f"{', ' if not accurate and not cheap else ''}{'more calls' if not cheap else ''})")
+            + (
+                "target met (at least as accurate, no more calls)"
+                if accurate and cheap
+                else f"target missed ({'less accurate' if not accurate else ''}"
+                f"{', ' if not accurate and not cheap else ''}{'more calls' if not cheap else ''})"
+            )
         )
     return "\n".join(lines + ([""] + verdicts if verdicts else []))
 
@@ -343,7 +356,7 @@ def markdown(results: Mapping[str, Any]) -> str:
         "",
         "Written by `benchmarks/compile_vs_dspy.py` (its docstring says how to set up and run it). "
         "Dev accuracy is measured on the whole dev subset with caching off; LM calls are real model calls "
-        "(cache hits excluded); \"unparsed\" counts dev examples whose output could not be parsed.",
+        '(cache hits excluded); "unparsed" counts dev examples whose output could not be parsed.',
     ]
     for key, run in sorted(results["runs"].items(), key=lambda item: (item[1]["setup"]["train"], item[0])):
         setup = run["setup"]
@@ -358,7 +371,11 @@ def markdown(results: Mapping[str, Any]) -> str:
             f"-example validation set; up to {setup['max_demos']} bootstrapped / {setup['max_labeled']} demos; "
             f"{setup['threads']} evaluation threads, {setup['llama_threads']} llama.cpp thread(s); DSPy max_tokens {setup['dspy_max_tokens']} "
             f"(proposer {setup['dspy_proposer_max_tokens']}), DSPy cache {setup['dspy_cache']}."
-            + (f" Load average during the rows: {loads[0]:.1f}–{loads[-1]:.1f} on {envs[0].get('cpus')} CPUs." if loads else ""),
+            + (
+                f" Load average during the rows: {loads[0]:.1f}–{loads[-1]:.1f} on {envs[0].get('cpus')} CPUs."
+                if loads
+                else ""
+            ),
             "",
             table(run),
         ]
@@ -432,17 +449,29 @@ def run_lmdsl(setup: Setup, data: Data, steps: Sequence[str]) -> None:
         "random": (
             "RandomSearch",
             f"candidates={candidates}, max_demos={setup.max_demos}, max_labeled={setup.max_labeled}",
-            lmdsl.RandomSearch(candidates=candidates, max_demos=setup.max_demos, max_labeled=setup.max_labeled,
-                               threads=setup.threads, seed=setup.seed),
+            lmdsl.RandomSearch(
+                candidates=candidates,
+                max_demos=setup.max_demos,
+                max_labeled=setup.max_labeled,
+                threads=setup.threads,
+                seed=setup.seed,
+            ),
             dev,
         ),
         "mipro": (
             "MIPRO",
             f"trials={setup.mipro_trials}, instructions={setup.mipro_instructions}, demo_sets={setup.mipro_demo_sets}",
-            lmdsl.MIPRO(trials=setup.mipro_trials, minibatch_size=setup.mipro_minibatch,
-                        full_eval_every=setup.mipro_full_eval_every, instructions=setup.mipro_instructions,
-                        demo_sets=setup.mipro_demo_sets, max_demos=setup.max_demos, max_labeled=setup.max_labeled,
-                        threads=setup.threads, seed=setup.seed),
+            lmdsl.MIPRO(
+                trials=setup.mipro_trials,
+                minibatch_size=setup.mipro_minibatch,
+                full_eval_every=setup.mipro_full_eval_every,
+                instructions=setup.mipro_instructions,
+                demo_sets=setup.mipro_demo_sets,
+                max_demos=setup.max_demos,
+                max_labeled=setup.max_labeled,
+                threads=setup.threads,
+                seed=setup.seed,
+            ),
             valset,
         ),
     }
@@ -451,8 +480,18 @@ def run_lmdsl(setup: Setup, data: Data, steps: Sequence[str]) -> None:
             print(f"\n== lmdsl: {step} ==", flush=True)
             if step == "uncompiled":
                 result = evaluate(None)
-                row = Row("lmdsl", step, "uncompiled (docstring only)", "", result.score, len(dev), result.errors,
-                          result.lm_calls, result.seconds, chosen="zero-shot")
+                row = Row(
+                    "lmdsl",
+                    step,
+                    "uncompiled (docstring only)",
+                    "",
+                    result.score,
+                    len(dev),
+                    result.errors,
+                    result.lm_calls,
+                    result.seconds,
+                    chosen="zero-shot",
+                )
             else:
                 name, settings, optimizer, selection = optimizers[step]
                 with lmdsl.using(cache=True, cache_dir=Path(directory) / step):
@@ -463,15 +502,32 @@ def run_lmdsl(setup: Setup, data: Data, steps: Sequence[str]) -> None:
                 changed = params.instructions != INSTRUCTIONS
                 chosen = f"{len(params.demos)} demos" + (", a proposed instruction" if changed else ", the docstring")
                 row = Row(
-                    "lmdsl", step, name, settings, result.score, len(dev), result.errors, result.lm_calls,
-                    result.seconds, compiled.lm_calls, compiled.seconds, compiled.score,
+                    "lmdsl",
+                    step,
+                    name,
+                    settings,
+                    result.score,
+                    len(dev),
+                    result.errors,
+                    result.lm_calls,
+                    result.seconds,
+                    compiled.lm_calls,
+                    compiled.seconds,
+                    compiled.score,
                     chosen=f"{label}: {chosen}" if step == "random" and label else chosen,
-                    extra={"instructions": params.instructions, "demos": len(params.demos), "tokens": compiled.tokens,
-                           "candidates": [(c.label, c.score) for c in compiled.candidates]},
+                    extra={
+                        "instructions": params.instructions,
+                        "demos": len(params.demos),
+                        "tokens": compiled.tokens,
+                        "candidates": [(c.label, c.score) for c in compiled.candidates],
+                    },
                 )
             save_row(setup, row)
-            print(f"lmdsl {row.optimizer}: {_percent(row.dev_accuracy)} on dev, LM calls {row.compile_lm_calls} + "
-                  f"{row.eval_lm_calls}, compile {row.compile_seconds:.0f} s", flush=True)
+            print(
+                f"lmdsl {row.optimizer}: {_percent(row.dev_accuracy)} on dev, LM calls {row.compile_lm_calls} + "
+                f"{row.eval_lm_calls}, compile {row.compile_seconds:.0f} s",
+                flush=True,
+            )
 
 
 # -- DSPy (runs in the bench venv) ---------------------------------------------------------
@@ -492,9 +548,23 @@ class Server:
         self.log = log
         self._handle = log.open("w", encoding="utf-8")
         command = [
-            sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
-            "--port", str(self.port), "--model_alias", "smollm2", "--n_ctx", "4096",
-            "--n_threads", str(threads), "--n_threads_batch", str(threads),
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(model),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--model_alias",
+            "smollm2",
+            "--n_ctx",
+            "4096",
+            "--n_threads",
+            str(threads),
+            "--n_threads_batch",
+            str(threads),
         ]
         self.process = subprocess.Popen(command, stdout=self._handle, stderr=subprocess.STDOUT)
 
@@ -573,8 +643,15 @@ def run_dspy(setup: Setup, data: Data, steps: Sequence[str], server_log: Path) -
         print(f"llama.cpp server on {server.base} (log: {server_log})", flush=True)
 
         def lm(max_tokens: int) -> dspy.LM:
-            return dspy.LM("openai/smollm2", api_base=server.base, api_key="none", max_tokens=max_tokens,
-                           engine="litellm", temperature=0.0, cache=setup.dspy_cache == "memory")
+            return dspy.LM(
+                "openai/smollm2",
+                api_base=server.base,
+                api_key="none",
+                max_tokens=max_tokens,
+                engine="litellm",
+                temperature=0.0,
+                cache=setup.dspy_cache == "memory",
+            )
 
         task_lm, prompt_lm = lm(setup.dspy_max_tokens), lm(setup.dspy_proposer_max_tokens)
         dspy.configure(lm=task_lm, callbacks=[counter])
@@ -597,8 +674,14 @@ def run_dspy(setup: Setup, data: Data, steps: Sequence[str], server_log: Path) -
             """Accuracy (%), unparsed outputs, real LM calls, seconds: the whole dev set, cache off."""
             fresh_cache(False)
             before, started = server.requests(), time.perf_counter()
-            result = dspy.Evaluate(devset=dev, metric=exact, num_threads=setup.threads, display_progress=False,
-                                   max_errors=10**9, failure_score=0.0)(program)
+            result = dspy.Evaluate(
+                devset=dev,
+                metric=exact,
+                num_threads=setup.threads,
+                display_progress=False,
+                max_errors=10**9,
+                failure_score=0.0,
+            )(program)
             seconds = time.perf_counter() - started
             scores = [float(score) for _, _, score in result.results]
             unparsed = sum(1 for _, prediction, _ in result.results if getattr(prediction, "label", None) not in LABELS)
@@ -613,9 +696,15 @@ def run_dspy(setup: Setup, data: Data, steps: Sequence[str], server_log: Path) -
 
         def mipro(seed: int) -> dspy.Module:
             optimizer = dspy.MIPROv2(
-                metric=exact, prompt_model=prompt_lm, task_model=task_lm, auto="light",
-                max_bootstrapped_demos=setup.max_demos, max_labeled_demos=setup.max_labeled,
-                num_threads=setup.threads, max_errors=10**9, seed=seed,
+                metric=exact,
+                prompt_model=prompt_lm,
+                task_model=task_lm,
+                auto="light",
+                max_bootstrapped_demos=setup.max_demos,
+                max_labeled_demos=setup.max_labeled,
+                num_threads=setup.threads,
+                max_errors=10**9,
+                seed=seed,
             )
             return optimizer.compile(student, trainset=train, valset=valset)
 
@@ -631,8 +720,22 @@ def run_dspy(setup: Setup, data: Data, steps: Sequence[str], server_log: Path) -
             compile_calls, compile_requested = server.requests() - before, requested[0]
             notes: dict[str, Any] = {"failed_attempts": failures} if failures else {}
             if compiled is None:
-                row = Row("dspy", step, name, settings, None, len(dev), 0, 0, 0.0, compile_calls, compile_seconds,
-                          requested_calls=compile_requested, chosen=f"failed {len(failures)} time(s)", extra=notes)
+                row = Row(
+                    "dspy",
+                    step,
+                    name,
+                    settings,
+                    None,
+                    len(dev),
+                    0,
+                    0,
+                    0.0,
+                    compile_calls,
+                    compile_seconds,
+                    requested_calls=compile_requested,
+                    chosen=f"failed {len(failures)} time(s)",
+                    extra=notes,
+                )
             else:
                 accuracy, unparsed, calls, seconds = evaluate(compiled)
                 chosen, extra = describe(compiled)
@@ -641,18 +744,39 @@ def run_dspy(setup: Setup, data: Data, steps: Sequence[str], server_log: Path) -
                 selection = getattr(compiled, "score", None)
                 if getattr(compiled, "candidate_programs", None):
                     selection = compiled.candidate_programs[0]["score"]
-                row = Row("dspy", step, name, settings, accuracy, len(dev), unparsed, calls, seconds, compile_calls,
-                          compile_seconds, None if selection is None else float(selection),
-                          requested_calls=compile_requested, chosen=chosen, extra={**extra, **notes})
+                row = Row(
+                    "dspy",
+                    step,
+                    name,
+                    settings,
+                    accuracy,
+                    len(dev),
+                    unparsed,
+                    calls,
+                    seconds,
+                    compile_calls,
+                    compile_seconds,
+                    None if selection is None else float(selection),
+                    requested_calls=compile_requested,
+                    chosen=chosen,
+                    extra={**extra, **notes},
+                )
             save_row(setup, row)
-            print(f"DSPy {row.optimizer}: {_percent(row.dev_accuracy)} on dev ({row.eval_errors} unparsed), LM calls "
-                  f"{row.compile_lm_calls} + {row.eval_lm_calls}, compile {row.compile_seconds:.0f} s", flush=True)
+            print(
+                f"DSPy {row.optimizer}: {_percent(row.dev_accuracy)} on dev ({row.eval_errors} unparsed), LM calls "
+                f"{row.compile_lm_calls} + {row.eval_lm_calls}, compile {row.compile_seconds:.0f} s",
+                flush=True,
+            )
             return row
 
         def random_search(failures: list[str]) -> dspy.Module:
             optimizer = dspy.BootstrapFewShotWithRandomSearch(
-                metric=exact, max_bootstrapped_demos=setup.max_demos, max_labeled_demos=setup.max_labeled,
-                num_candidate_programs=setup.candidates, num_threads=setup.threads, max_errors=10**9,
+                metric=exact,
+                max_bootstrapped_demos=setup.max_demos,
+                max_labeled_demos=setup.max_labeled,
+                num_candidate_programs=setup.candidates,
+                num_threads=setup.threads,
+                max_errors=10**9,
             )
             return optimizer.compile(student, trainset=train, valset=dev)
 
@@ -691,8 +815,12 @@ def run_dspy(setup: Setup, data: Data, steps: Sequence[str], server_log: Path) -
                 setattr(GroundedProposer, "propose_instruction_for_predictor", original)
 
         def run_tolerant() -> None:
-            patched = measure("mipro-tolerant", "MIPROv2, proposal errors tolerated (patched)",
-                              'auto="light"; a failed proposal keeps the instruction', mipro_tolerant)
+            patched = measure(
+                "mipro-tolerant",
+                "MIPROv2, proposal errors tolerated (patched)",
+                'auto="light"; a failed proposal keeps the instruction',
+                mipro_tolerant,
+            )
             patched.extra["tolerated_proposal_errors"] = tolerated
             save_row(setup, patched)
 
@@ -700,13 +828,27 @@ def run_dspy(setup: Setup, data: Data, steps: Sequence[str], server_log: Path) -
             if step == "uncompiled":
                 print("\n== DSPy: uncompiled ==", flush=True)
                 accuracy, unparsed, calls, seconds = evaluate(student)
-                row = Row("dspy", step, "uncompiled Predict", "", accuracy, len(dev), unparsed, calls, seconds,
-                          chosen="zero-shot")
+                row = Row(
+                    "dspy",
+                    step,
+                    "uncompiled Predict",
+                    "",
+                    accuracy,
+                    len(dev),
+                    unparsed,
+                    calls,
+                    seconds,
+                    chosen="zero-shot",
+                )
                 save_row(setup, row)
-                print(f"DSPy uncompiled: {_percent(accuracy)} on dev ({unparsed} unparsed), {calls} LM calls", flush=True)
+                print(
+                    f"DSPy uncompiled: {_percent(accuracy)} on dev ({unparsed} unparsed), {calls} LM calls", flush=True
+                )
             elif step == "random":
-                settings = (f"num_candidate_programs={setup.candidates}, max_bootstrapped_demos={setup.max_demos}, "
-                            f"max_labeled_demos={setup.max_labeled}")
+                settings = (
+                    f"num_candidate_programs={setup.candidates}, max_bootstrapped_demos={setup.max_demos}, "
+                    f"max_labeled_demos={setup.max_labeled}"
+                )
                 measure(step, "BootstrapFewShotWithRandomSearch", settings, random_search)
             elif step == "mipro":
                 row = measure(step, "MIPROv2", 'auto="light"', mipro_as_is)
@@ -754,32 +896,63 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Setup]:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--train", type=int, help="training examples (default 200; --quick 40)")
     parser.add_argument("--dev", type=int, help="dev examples (default 300; --quick 60)")
-    parser.add_argument("--candidates", type=int,
-                        help="random-search candidates beyond zero-shot, labelled and unshuffled bootstrap "
-                             "(DSPy's num_candidate_programs; default 16, --quick 4)")
+    parser.add_argument(
+        "--candidates",
+        type=int,
+        help="random-search candidates beyond zero-shot, labelled and unshuffled bootstrap "
+        "(DSPy's num_candidate_programs; default 16, --quick 4)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="data subsets and optimizers (default 0)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 40 train, 60 dev, 4 candidates")
     parser.add_argument("--only", choices=("lmdsl", "dspy"), help="run one side only")
-    parser.add_argument("--steps", default=",".join(STEPS),
-                        help=f"comma-separated subset of {','.join(STEPS)} (default: all), or DSPy's mipro-tolerant "
-                             "(the patched MIPROv2 alone, without first running the unpatched one)")
+    parser.add_argument(
+        "--steps",
+        default=",".join(STEPS),
+        help=f"comma-separated subset of {','.join(STEPS)} (default: all), or DSPy's mipro-tolerant "
+        "(the patched MIPROv2 alone, without first running the unpatched one)",
+    )
     parser.add_argument("--threads", type=int, default=4, help="evaluation threads on both sides (default 4)")
-    parser.add_argument("--llama-threads", type=int, default=LMDSL_LLAMA_THREADS,
-                        help="llama.cpp threads on both sides: lmdsl's in-process model and DSPy's server "
-                             f"(default min(CPUs, 8) = {LMDSL_LLAMA_THREADS}, lmdsl's own choice; "
-                             "1 is much faster when other processes keep the cores busy)")
-    parser.add_argument("--mipro-valset", type=int, default=100, help="both MIPROs' validation set size (default 100, DSPy's light cap)")
+    parser.add_argument(
+        "--llama-threads",
+        type=int,
+        default=LMDSL_LLAMA_THREADS,
+        help="llama.cpp threads on both sides: lmdsl's in-process model and DSPy's server "
+        f"(default min(CPUs, 8) = {LMDSL_LLAMA_THREADS}, lmdsl's own choice; "
+        "1 is much faster when other processes keep the cores busy)",
+    )
+    parser.add_argument(
+        "--mipro-valset", type=int, default=100, help="both MIPROs' validation set size (default 100, DSPy's light cap)"
+    )
     parser.add_argument("--dspy-max-tokens", type=int, default=100, help="DSPy task LM max_tokens (default 100)")
-    parser.add_argument("--dspy-proposer-max-tokens", type=int, default=400,
-                        help="max_tokens of MIPROv2's proposer LM (the same model; default 400)")
-    parser.add_argument("--dspy-cache", choices=("memory", "off"), default="memory",
-                        help="DSPy's cache during compiling: fresh in-memory per compile (like lmdsl's) or off")
-    parser.add_argument("--dspy-mipro-attempts", type=int, default=3,
-                        help="MIPROv2 compiles to try, with seeds seed, seed+1, ..., when one crashes (default 3)")
-    parser.add_argument("--no-dspy-mipro-tolerant", action="store_true",
-                        help="when every MIPROv2 attempt crashes, do not run it once more with proposal errors tolerated")
-    parser.add_argument("--bench-python", type=Path, default=BENCH_PYTHON, help=f"the interpreter with dspy (default {BENCH_PYTHON})")
-    parser.add_argument("--server-log", type=Path, default=SERVER_LOG, help=f"the llama.cpp server's log (default {SERVER_LOG})")
+    parser.add_argument(
+        "--dspy-proposer-max-tokens",
+        type=int,
+        default=400,
+        help="max_tokens of MIPROv2's proposer LM (the same model; default 400)",
+    )
+    parser.add_argument(
+        "--dspy-cache",
+        choices=("memory", "off"),
+        default="memory",
+        help="DSPy's cache during compiling: fresh in-memory per compile (like lmdsl's) or off",
+    )
+    parser.add_argument(
+        "--dspy-mipro-attempts",
+        type=int,
+        default=3,
+        help="MIPROv2 compiles to try, with seeds seed, seed+1, ..., when one crashes (default 3)",
+    )
+    parser.add_argument(
+        "--no-dspy-mipro-tolerant",
+        action="store_true",
+        help="when every MIPROv2 attempt crashes, do not run it once more with proposal errors tolerated",
+    )
+    parser.add_argument(
+        "--bench-python", type=Path, default=BENCH_PYTHON, help=f"the interpreter with dspy (default {BENCH_PYTHON})"
+    )
+    parser.add_argument(
+        "--server-log", type=Path, default=SERVER_LOG, help=f"the llama.cpp server's log (default {SERVER_LOG})"
+    )
     parser.add_argument("--table", action="store_true", help="print the stored results and exit")
     parser.add_argument("--dspy-worker", metavar="SPEC", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -788,12 +961,21 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Setup]:
         dev=args.dev or (60 if args.quick else 300),
         seed=args.seed,
         candidates=args.candidates if args.candidates is not None else (4 if args.quick else 16),
-        max_demos=4, max_labeled=4,
-        mipro_trials=10, mipro_valset=args.mipro_valset, mipro_minibatch=35, mipro_full_eval_every=5,
-        mipro_instructions=3, mipro_demo_sets=6,
-        threads=args.threads, llama_threads=args.llama_threads,
-        dspy_max_tokens=args.dspy_max_tokens, dspy_proposer_max_tokens=args.dspy_proposer_max_tokens,
-        dspy_cache=args.dspy_cache, quick=args.quick, dspy_mipro_attempts=args.dspy_mipro_attempts,
+        max_demos=4,
+        max_labeled=4,
+        mipro_trials=10,
+        mipro_valset=args.mipro_valset,
+        mipro_minibatch=35,
+        mipro_full_eval_every=5,
+        mipro_instructions=3,
+        mipro_demo_sets=6,
+        threads=args.threads,
+        llama_threads=args.llama_threads,
+        dspy_max_tokens=args.dspy_max_tokens,
+        dspy_proposer_max_tokens=args.dspy_proposer_max_tokens,
+        dspy_cache=args.dspy_cache,
+        quick=args.quick,
+        dspy_mipro_attempts=args.dspy_mipro_attempts,
         dspy_mipro_tolerant=not args.no_dspy_mipro_tolerant,
     )
     return args, setup
@@ -817,8 +999,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.only != "dspy" and any(s in EXTRA_STEPS for s in steps):
         raise SystemExit("mipro-tolerant is a DSPy step: add --only dspy")
     data = load_data(setup)  # fails early, with a clear message, if the data is missing
-    print(f"SST-2: {len(data.train)} train, {len(data.dev)} dev, MIPRO validation set {len(data.valset)}; "
-          f"{setup.key}; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", flush=True)
+    print(
+        f"SST-2: {len(data.train)} train, {len(data.dev)} dev, MIPRO validation set {len(data.valset)}; "
+        f"{setup.key}; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs",
+        flush=True,
+    )
     started = time.perf_counter()
     status = 0
     with terminate_cleanly():
@@ -829,8 +1014,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = load_results()
     if setup.key in results["runs"]:
         print("\n" + table(results["runs"][setup.key]))
-    print(f"\nwall time {(time.perf_counter() - started) / 60:.1f} min; wrote {JSON_PATH.relative_to(ROOT)} "
-          f"and {MD_PATH.relative_to(ROOT)}")
+    print(
+        f"\nwall time {(time.perf_counter() - started) / 60:.1f} min; wrote {JSON_PATH.relative_to(ROOT)} "
+        f"and {MD_PATH.relative_to(ROOT)}"
+    )
     return status
 
 

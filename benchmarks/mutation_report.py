@@ -134,7 +134,9 @@ def main() -> int:
     if not MUTANTS.is_dir():
         print("no mutants/ folder: run ./dev mutate first", file=sys.stderr)
         return 2
-    equivalent: dict[str, str] = tomllib.loads(EQUIVALENT.read_text()).get("equivalent", {}) if EQUIVALENT.exists() else {}
+    equivalent: dict[str, str] = (
+        tomllib.loads(EQUIVALENT.read_text()).get("equivalent", {}) if EQUIVALENT.exists() else {}
+    )
     RESULTS.mkdir(parents=True, exist_ok=True)
     wanted = f"lmdsl.{args.module}" if args.module else None
     for module in read_modules():

@@ -202,8 +202,16 @@ def run_cases(cases: list[Case], *, blocks: int, calls: int) -> list[Row]:
 def row(section: str, name: str, timing: Timing | list[float], unit: str, **extra: Any) -> Row:
     wall, cpu = (timing.wall, timing.cpu) if isinstance(timing, Timing) else (timing, None)
     return Row(
-        section, name, unit, statistics.median(wall), min(wall), max(wall),
-        None if cpu is None else statistics.median(cpu), wall, cpu, **extra,
+        section,
+        name,
+        unit,
+        statistics.median(wall),
+        min(wall),
+        max(wall),
+        None if cpu is None else statistics.median(cpu),
+        wall,
+        cpu,
+        **extra,
     )
 
 
@@ -251,16 +259,30 @@ def call_cases() -> list[Case]:
         return after
 
     return [
-        Case(section, "backend.complete() directly (floor)",
-             lambda: plain.complete(request), is_completion(CAPITAL_REPLY)),
-        Case(section, "predict: (question: str) -> str",
-             lambda: capital(QUESTION), equals(CAPITAL_VALUE),
-             context=lambda: lmdsl.using(model=plain, cache=False), target=CALL_TARGET_US,
-             after=last_call_fresh(CAPITAL_VALUE)),
-        Case(section, "chain_of_thought: (question, context: list[str]) -> Answer",
-             lambda: grounded(QUESTION, CONTEXT), equals(GROUNDED_VALUE),
-             context=lambda: lmdsl.using(model=reasoned, cache=False), target=CALL_TARGET_US,
-             after=last_call_fresh(GROUNDED_VALUE)),
+        Case(
+            section,
+            "backend.complete() directly (floor)",
+            lambda: plain.complete(request),
+            is_completion(CAPITAL_REPLY),
+        ),
+        Case(
+            section,
+            "predict: (question: str) -> str",
+            lambda: capital(QUESTION),
+            equals(CAPITAL_VALUE),
+            context=lambda: lmdsl.using(model=plain, cache=False),
+            target=CALL_TARGET_US,
+            after=last_call_fresh(CAPITAL_VALUE),
+        ),
+        Case(
+            section,
+            "chain_of_thought: (question, context: list[str]) -> Answer",
+            lambda: grounded(QUESTION, CONTEXT),
+            equals(GROUNDED_VALUE),
+            context=lambda: lmdsl.using(model=reasoned, cache=False),
+            target=CALL_TARGET_US,
+            after=last_call_fresh(GROUNDED_VALUE),
+        ),
     ]
 
 
@@ -282,18 +304,25 @@ def hit_cases(directory: Path) -> list[Case]:
         return after
 
     repeated: list[tuple[str, CountingBackend, Callable[[], object], object]] = [
-        ("predict, memory hit", CountingBackend(CAPITAL_REPLY, "counting-capital"),
-         lambda: capital(QUESTION), CAPITAL_VALUE),
-        ("chain_of_thought, memory hit", CountingBackend(GROUNDED_REPLY, "counting-grounded"),
-         lambda: grounded(QUESTION, CONTEXT), GROUNDED_VALUE),
+        (
+            "predict, memory hit",
+            CountingBackend(CAPITAL_REPLY, "counting-capital"),
+            lambda: capital(QUESTION),
+            CAPITAL_VALUE,
+        ),
+        (
+            "chain_of_thought, memory hit",
+            CountingBackend(GROUNDED_REPLY, "counting-grounded"),
+            lambda: grounded(QUESTION, CONTEXT),
+            GROUNDED_VALUE,
+        ),
     ]
     for name, backend, call, expected in repeated:
         context = caching(backend, directory)
         with context():
             assert call() == expected and backend.calls == 1  # the one miss, written to SQLite
         cases.append(
-            Case(section, name, call, equals(expected), context=context, target=HIT_TARGET_US,
-                 after=only_hits(backend))
+            Case(section, name, call, equals(expected), context=context, target=HIT_TARGET_US, after=only_hits(backend))
         )
 
     backend = CountingBackend(CAPITAL_REPLY, "counting-sqlite")
@@ -302,9 +331,17 @@ def hit_cases(directory: Path) -> list[Case]:
         assert capital(QUESTION) == CAPITAL_VALUE and backend.calls == 1
         store = cached_store(backend)
     cases.append(
-        Case(section, "predict, SQLite hit (memory cleared each call)", lambda: capital(QUESTION),
-             equals(CAPITAL_VALUE), context=context, before_each=store.clear_memory, calls_divisor=5,
-             note="includes store.clear_memory()", after=only_hits(backend))
+        Case(
+            section,
+            "predict, SQLite hit (memory cleared each call)",
+            lambda: capital(QUESTION),
+            equals(CAPITAL_VALUE),
+            context=context,
+            before_each=store.clear_memory,
+            calls_divisor=5,
+            note="includes store.clear_memory()",
+            after=only_hits(backend),
+        )
     )
     return cases
 
@@ -312,9 +349,7 @@ def hit_cases(directory: Path) -> list[Case]:
 def _python(code: str, env: dict[str, str]) -> tuple[float, str]:
     """Run `python -c code` from the project root: wall seconds and stdout."""
     start = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
-    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     return time.perf_counter() - start, done.stdout
 
 
@@ -325,7 +360,7 @@ def bench_import(runs: int) -> list[Row]:
     timed = (
         "import time; c = time.process_time(); t = time.perf_counter(); import lmdsl; "
         "t = time.perf_counter() - t; c = time.process_time() - c; "
-        "assert lmdsl.__file__.startswith(%r), lmdsl.__file__; print(t, c)" % str(ROOT)
+        f"assert lmdsl.__file__.startswith({str(ROOT)!r}), lmdsl.__file__; print(t, c)"
     )
     as_is = dict(os.environ)
     in_process = Timing([], [])
@@ -356,7 +391,10 @@ def bench_import(runs: int) -> list[Row]:
         row(section, 'python -c "pass" (process wall time)', wall_pass, "ms"),
         row(section, "difference of the two", difference, "ms"),
         row(
-            section, "import lmdsl, environment as is (in-process)", uncompiled, "ms",
+            section,
+            "import lmdsl, environment as is (in-process)",
+            uncompiled,
+            "ms",
             note=f"PYTHONDONTWRITEBYTECODE={flag}" if flag else "bytecode as the environment has it",
         ),
     ]

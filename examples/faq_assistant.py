@@ -27,7 +27,9 @@ from pydantic import BaseModel, Field
 import lmdsl
 
 FAQ = Path(__file__).parent / "data" / "faq.jsonl"
-STOPWORDS = frozenset("a an and are can do does for how i in is it my of on or the to what when where which with you your".split())
+STOPWORDS = frozenset(
+    "a an and are can do does for how i in is it my of on or the to what when where which with you your".split()
+)
 
 
 def words(text: str) -> set[str]:

@@ -1,27 +1,29 @@
 """lmdsl: typed Python functions that language models implement, composed and compiled.
 
-    import lmdsl
+import lmdsl
 
-    @lmdsl.fuzzy
-    def sentiment(review: str) -> Literal["positive", "negative"]:
-        \"\"\"Classify the sentiment of a movie review.\"\"\"
+@lmdsl.fuzzy
+def sentiment(review: str) -> Literal["positive", "negative"]:
+    \"\"\"Classify the sentiment of a movie review.\"\"\"
 """
 
 from __future__ import annotations
 
+from lmdsl._version import __version__ as __version__
 from lmdsl.cache import CacheWarning
-from lmdsl.config import Settings, configure, settings, using
-from lmdsl.config import history as _history
 from lmdsl.code_execution import ProgramOfThought, program_of_thought
 from lmdsl.compiler import (
+    MIPRO,
     BootstrapFewShot,
     Compiled,
     LabeledFewShot,
-    MIPRO,
     RandomSearch,
     compile_program,
     optimize,
 )
+from lmdsl.config import Settings, configure, settings, using
+from lmdsl.config import history as _history
+from lmdsl.data import Example, load_examples
 from lmdsl.errors import (
     ArtifactError,
     AssertionFailed,
@@ -46,11 +48,8 @@ from lmdsl.errors import (
     SandboxViolation,
     SignatureError,
 )
-from lmdsl.data import Example, load_examples
 from lmdsl.evaluation import EvaluationResult, evaluate
 from lmdsl.fuzzy import AssertionWarning, FuzzyFunction, fuzzy
-from lmdsl._version import __version__ as __version__
-from lmdsl.lm.types import Attempt
 from lmdsl.lm import (
     AnthropicModel,
     Backend,
@@ -62,7 +61,9 @@ from lmdsl.lm import (
     ScriptedModel,
     Usage,
 )
+from lmdsl.lm.types import Attempt
 from lmdsl.parallel import Outcome
+from lmdsl.params import Demo, Params
 from lmdsl.program import (
     Program,
     ProgramResult,
@@ -73,7 +74,6 @@ from lmdsl.program import (
     require,
     suggest,
 )
-from lmdsl.params import Demo, Params
 from lmdsl.records import CallRecord, FunctionUsage, capture
 from lmdsl.sandbox import SandboxLimits
 from lmdsl.signature import Signature
@@ -93,7 +93,6 @@ from lmdsl.strategies import (
     refine,
 )
 from lmdsl.tool_use import React, Tool, react
-
 
 __all__ = [
     "AnthropicModel",

@@ -17,6 +17,7 @@ from typing import Any
 
 from lmdsl.errors import SignatureError
 
+
 @dataclass(frozen=True, order=True)
 class Finding:
     path: str

@@ -69,7 +69,9 @@ class ProgramOfThought(Strategy):
     def run(self, run: Run) -> Generation:
         state: _Prepared = run.state
         sig = state.signature
-        values = {f.name: f.adapter.dump_python(run.inputs[f.name], mode="json") for f in sig.inputs if f.name in run.inputs}
+        values = {
+            f.name: f.adapter.dump_python(run.inputs[f.name], mode="json") for f in sig.inputs if f.name in run.inputs
+        }
         attempts: list[Attempt] = []
         tries: list[dict[str, Any]] = []
         feedback: tuple[Message, ...] = ()
@@ -88,7 +90,9 @@ class ProgramOfThought(Strategy):
                 problem = f"`result` is not a {type_name(sig.output.annotation)}: {detail}"
             else:
                 tries.append({"code": code, "error": None, "stdout": result.stdout})
-                return Generation(output, None, tuple(attempts), {"code": code, "stdout": result.stdout, "tries": tries})
+                return Generation(
+                    output, None, tuple(attempts), {"code": code, "stdout": result.stdout, "tries": tries}
+                )
             tries.append({"code": code, "error": problem})
             attempts.append(Attempt(written.attempts[-1].request, code, problem, Usage(), "stop", False))
             feedback = (

@@ -188,7 +188,9 @@ def load_examples(
     elif suffix == ".csv":
         rows = _csv_rows(file, mapping)
     else:
-        raise InputError(f"{file}: cannot tell how to read {suffix or 'a file without an extension'}; use .jsonl or .csv")
+        raise InputError(
+            f"{file}: cannot tell how to read {suffix or 'a file without an extension'}; use .jsonl or .csv"
+        )
     examples: list[Example] = []
     if limit == 0:
         return examples
@@ -279,10 +281,14 @@ def metric_takes_trace(metric: Metric) -> bool:
     except (TypeError, ValueError):  # some builtins have no signature: assume the common form
         return False
     kinds = inspect.Parameter
-    positional = [p for p in signature.parameters.values() if p.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD)]
+    positional = [
+        p for p in signature.parameters.values() if p.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD)
+    ]
     variadic = any(p.kind is kinds.VAR_POSITIONAL for p in signature.parameters.values())
     required = [p for p in positional if p.default is p.empty]
-    keyword_only = [p.name for p in signature.parameters.values() if p.kind is kinds.KEYWORD_ONLY and p.default is p.empty]
+    keyword_only = [
+        p.name for p in signature.parameters.values() if p.kind is kinds.KEYWORD_ONLY and p.default is p.empty
+    ]
     form = "a metric takes (example, prediction) or (example, prediction, trace)"
     if keyword_only:
         raise TypeError(f"metric {metric!r} has a required keyword-only parameter {keyword_only[0]!r}; {form}")
@@ -299,7 +305,9 @@ def metric_score(value: object) -> float:
     if isinstance(value, bool):
         return 1.0 if value else 0.0
     if not isinstance(value, numbers.Real):
-        raise TypeError(f"returned {value!r} ({type(value).__name__}); a metric returns a bool or a number between 0 and 1")
+        raise TypeError(
+            f"returned {value!r} ({type(value).__name__}); a metric returns a bool or a number between 0 and 1"
+        )
     number = float(value)
     if not 0.0 <= number <= 1.0:  # also rejects NaN
         raise ValueError(f"returned {number!r}; a metric returns a bool or a number between 0 and 1")

@@ -249,14 +249,27 @@ class FuzzyFunction(Generic[P, R]):
                 generation = self._checked(self.strategy.run(run), inputs)
         except OutputError as error:
             failed = CallRecord(
-                self.signature.qualname, backend.name, inputs, None, None,
-                error.attempts, time.perf_counter() - started, str(error),
+                self.signature.qualname,
+                backend.name,
+                inputs,
+                None,
+                None,
+                error.attempts,
+                time.perf_counter() - started,
+                str(error),
             )
             self._record(failed, watchers)
             raise
         record = CallRecord(
-            self.signature.qualname, backend.name, inputs, generation.output, generation.reasoning,
-            generation.attempts, time.perf_counter() - started, None, generation.details,
+            self.signature.qualname,
+            backend.name,
+            inputs,
+            generation.output,
+            generation.reasoning,
+            generation.attempts,
+            time.perf_counter() - started,
+            None,
+            generation.details,
         )
         self._record(record, watchers)
         return record
@@ -275,7 +288,9 @@ class FuzzyFunction(Generic[P, R]):
         for check in self._checks:
             reason = check.verdict(generation.output, inputs)
             if reason is not None:
-                return self._rejected(check, reason, list(generation.attempts), (generation.output, generation.reasoning))
+                return self._rejected(
+                    check, reason, list(generation.attempts), (generation.output, generation.reasoning)
+                )
         return generation
 
     def _rejected(
@@ -318,12 +333,21 @@ class FuzzyFunction(Generic[P, R]):
                         break
                 if rejected_by is None:
                     attempts.append(
-                        Attempt(request, completion.text, None, completion.usage, completion.finish_reason, completion.cached)
+                        Attempt(
+                            request,
+                            completion.text,
+                            None,
+                            completion.usage,
+                            completion.finish_reason,
+                            completion.cached,
+                        )
                     )
                     return Generation(output, reasoning, tuple(attempts))
                 last_valid = (output, reasoning)
             text = printable(completion.text)  # a reply with lone surrogates is kept, escaped, so it can be shown
-            attempts.append(Attempt(request, text, error, completion.usage, completion.finish_reason, completion.cached))
+            attempts.append(
+                Attempt(request, text, error, completion.usage, completion.finish_reason, completion.cached)
+            )
             request = retry_request(request, text, error, truncated=truncated)
         if rejected_by is None:
             raise OutputError(self.signature.qualname, attempts)
@@ -465,7 +489,11 @@ def fuzzy(
     """
     decorator = FuzzyDecorator(
         _caller_namespace(),
-        model=model, strategy=strategy, retries=retries, temperature=temperature, max_tokens=max_tokens
+        model=model,
+        strategy=strategy,
+        retries=retries,
+        temperature=temperature,
+        max_tokens=max_tokens,
     )
     if fn is None:
         return decorator

@@ -48,6 +48,7 @@ def run_each(function: Callable[[T], R], items: Iterable[T], *, threads: int) ->
     if threads == 1 or len(work) <= 1:
         return [one(item) for item in work]
     from concurrent.futures import ThreadPoolExecutor
+
     with ThreadPoolExecutor(max_workers=min(threads, len(work)), thread_name_prefix="lmdsl") as pool:
         futures = [pool.submit(contextvars.copy_context().run, one, item) for item in work]
         return [future.result() for future in futures]

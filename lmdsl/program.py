@@ -274,7 +274,9 @@ class Program(Generic[P, R]):
                 return
             self._artifact_checked = True
             if not os.path.lexists(self.artifact):
-                logging.getLogger("lmdsl").info("%s: no artifact at %s yet; running uncompiled", self.name, self.artifact)
+                logging.getLogger("lmdsl").info(
+                    "%s: no artifact at %s yet; running uncompiled", self.name, self.artifact
+                )
                 return
             try:
                 self.load(self.artifact)
@@ -477,7 +479,11 @@ class _ParamsFile(BaseModel):
 def dump_params(program: str, functions: Mapping[str, FuzzyFunction[..., Any]]) -> dict[str, Any]:
     """Plain JSON data for the parameters of `functions`."""
     entries = {
-        name: {"signature": fn.signature.fingerprint, "instructions": fn.params.instructions, "demos": dump_demos(fn, fn.params.demos)}
+        name: {
+            "signature": fn.signature.fingerprint,
+            "instructions": fn.params.instructions,
+            "demos": dump_demos(fn, fn.params.demos),
+        }
         for name, fn in functions.items()
     }
     return {"format": PARAMS_FORMAT, "lmdsl": __version__, "program": program, "functions": entries}

@@ -160,7 +160,9 @@ class Prompt:
         """One `name: value` line per input, in the signature's order. A value with no JSON form
         (a cycle, too deep, text that is not valid Unicode) is an `InputError` naming it."""
         try:
-            return "\n".join([label + render(values[name]) for name, label, render in self._renderers if name in values])
+            return "\n".join(
+                [label + render(values[name]) for name, label, render in self._renderers if name in values]
+            )
         except (ValueError, RecursionError):
             for name, _, render in self._renderers:
                 if name in values:
@@ -198,8 +200,7 @@ def retry_request(request: Request, reply: str, error: str, *, truncated: bool) 
     would almost surely cut it off again.
     """
     feedback = (
-        f"Your reply is invalid: {error}. "
-        "Reply again with only a JSON object that follows the schema, fixing that."
+        f"Your reply is invalid: {error}. Reply again with only a JSON object that follows the schema, fixing that."
     )
     return Request(
         messages=(*request.messages, Message("assistant", printable(reply)), Message("user", feedback)),

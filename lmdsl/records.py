@@ -158,11 +158,11 @@ def observers() -> tuple[CallObserver, ...]:
     return _observers.get()
 
 
-O = TypeVar("O", bound=CallObserver)
+ObserverT = TypeVar("ObserverT", bound=CallObserver)
 
 
 @contextmanager
-def observing(observer: O) -> Iterator[O]:
+def observing(observer: ObserverT) -> Iterator[ObserverT]:
     """Let `observer` see the fuzzy calls made in this block (and in threads that copy the context)."""
     token = _observers.set((*_observers.get(), observer))
     try:

@@ -32,7 +32,19 @@ SUPPORTED_HELP = (
 )
 
 Kind = Literal[
-    "scalar", "none", "literal", "enum", "model", "typeddict", "union", "list", "tuple", "dict", "bare", "unknown", "other"
+    "scalar",
+    "none",
+    "literal",
+    "enum",
+    "model",
+    "typeddict",
+    "union",
+    "list",
+    "tuple",
+    "dict",
+    "bare",
+    "unknown",
+    "other",
 ]
 
 

@@ -25,8 +25,8 @@ from pydantic.errors import PydanticSchemaGenerationError
 from pydantic.fields import FieldInfo
 from typing_extensions import is_typeddict
 
-from lmdsl.errors import InputError, SignatureError
 from lmdsl import rules
+from lmdsl.errors import InputError, SignatureError
 from lmdsl.serializable import accepts, type_name, unsupported_reason
 from lmdsl.unicode import printable, surrogate_problem, surrogates_in
 
@@ -129,13 +129,14 @@ class Signature:
         """Map call arguments to parameter names, as Python would, without `inspect` on the call path."""
         if len(args) > len(self._positional):
             raise InputError(
-                f"{self.qualname}() takes {len(self._positional)} positional argument(s) "
-                f"but {len(args)} were given"
+                f"{self.qualname}() takes {len(self._positional)} positional argument(s) but {len(args)} were given"
             )
         values = dict(zip(self._positional, args))
         for name, value in kwargs.items():
             if name not in self._keyword:
-                raise InputError(f"{self.qualname}() got an unexpected keyword argument {printable(name)!r}", field=name)
+                raise InputError(
+                    f"{self.qualname}() got an unexpected keyword argument {printable(name)!r}", field=name
+                )
             if name in values:
                 raise InputError(f"{self.qualname}() got multiple values for argument {name!r}", field=name)
             values[name] = value
@@ -195,13 +196,19 @@ class Signature:
             if param.kind is param.VAR_KEYWORD:
                 takes_all = True
             elif param.kind is param.VAR_POSITIONAL:
-                problems.append(SignatureError(f"{label}: *{param.name} is not supported; name the inputs it needs", code=rules.WIRING))
+                problems.append(
+                    SignatureError(
+                        f"{label}: *{param.name} is not supported; name the inputs it needs", code=rules.WIRING
+                    )
+                )
             elif param.name in self._names:
                 names.append(param.name)
             elif param.default is _EMPTY:
-                problems.append(SignatureError(
-                    rules.not_an_input(check_name, self.qualname, param.name, self.input_names), code=rules.WIRING
-                ))
+                problems.append(
+                    SignatureError(
+                        rules.not_an_input(check_name, self.qualname, param.name, self.input_names), code=rules.WIRING
+                    )
+                )
         if problems:
             raise problems[0].with_problems(problems)
         if takes_all:
@@ -217,7 +224,9 @@ class Signature:
         if accepts(annotation, self.output.annotation):
             return None
         return SignatureError(
-            rules.check_takes_output(check_name, self.qualname, type_name(annotation), type_name(self.output.annotation)),
+            rules.check_takes_output(
+                check_name, self.qualname, type_name(annotation), type_name(self.output.annotation)
+            ),
             code=rules.WIRING,
         )
 
@@ -246,13 +255,17 @@ def build_signature(fn: Callable[..., Any], localns: Mapping[str, Any] | None = 
     if not doc or not doc.strip():
         problems.append(SignatureError(rules.missing_docstring(qualname), code=rules.DOCSTRING))
     elif not instructions:
-        problems.append(SignatureError(
-            f"{qualname}: the docstring has no description of the task before its sections", code=rules.DOCSTRING
-        ))
+        problems.append(
+            SignatureError(
+                f"{qualname}: the docstring has no description of the task before its sections", code=rules.DOCSTRING
+            )
+        )
     try:
         hints = typing.get_type_hints(fn, localns=dict(localns) if localns else None, include_extras=True)
     except Exception as error:
-        raise SignatureError(f"{qualname}: its annotations cannot be resolved: {error}").with_problems(problems) from None
+        raise SignatureError(f"{qualname}: its annotations cannot be resolved: {error}").with_problems(
+            problems
+        ) from None
 
     python_signature = inspect.signature(fn)
     inputs: list[InputField] = []
@@ -403,7 +416,9 @@ def _adapter(qualname: str, what: str, annotation: Any) -> TypeAdapter[Any]:
     try:
         return TypeAdapter(annotation)
     except (PydanticSchemaGenerationError, PydanticUserError, TypeError) as error:
-        raise SignatureError(f"{qualname}: {what} has a type pydantic cannot handle: {error}", code=rules.SERIALIZABLE) from None
+        raise SignatureError(
+            f"{qualname}: {what} has a type pydantic cannot handle: {error}", code=rules.SERIALIZABLE
+        ) from None
 
 
 def _schema(qualname: str, adapter: TypeAdapter[Any]) -> dict[str, Any]:

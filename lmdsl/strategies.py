@@ -232,9 +232,7 @@ class Majority(Strategy):
         return winner[0]._replace(attempts=tuple(attempts), details={"votes": tally})
 
 
-def best_of(
-    n: int, reward: Callable[..., Any], *, threshold: float | None = None, temperature: float = 0.7
-) -> BestOf:
+def best_of(n: int, reward: Callable[..., Any], *, threshold: float | None = None, temperature: float = 0.7) -> BestOf:
     """`n` samples, the best by `reward(output, *, <inputs by name>) -> float`."""
     return BestOf(n=n, reward=reward, threshold=threshold, temperature=temperature)
 

@@ -19,11 +19,11 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, Field, create_model
 
+from lmdsl import checking, rules
 from lmdsl.config import using
 from lmdsl.errors import SignatureError
 from lmdsl.fuzzy import FuzzyFunction
 from lmdsl.lm.types import Attempt
-from lmdsl import checking, rules
 from lmdsl.serializable import type_name, unsupported_reason
 from lmdsl.signature import Signature, synthetic_function
 from lmdsl.strategies import Generation, Run, Strategy
@@ -55,11 +55,15 @@ class Tool:
         problems: list[SignatureError] = []
         for param in params:
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-                problems.append(SignatureError(f"react: tool {name}: *{param.name} is not supported; name each argument"))
+                problems.append(
+                    SignatureError(f"react: tool {name}: *{param.name} is not supported; name each argument")
+                )
             elif param.name not in hints:
                 problems.append(SignatureError(rules.tool_unannotated(name, param.name), code=rules.WIRING))
             elif reason := unsupported_reason(hints[param.name], allow_none=True):
-                problems.append(SignatureError(f"react: tool {name}: parameter {param.name!r}: {reason}", code=rules.SERIALIZABLE))
+                problems.append(
+                    SignatureError(f"react: tool {name}: parameter {param.name!r}: {reason}", code=rules.SERIALIZABLE)
+                )
             else:
                 default = ... if param.default is param.empty else param.default
                 fields[param.name] = (hints[param.name], default)
@@ -148,8 +152,12 @@ class React(Strategy):
                 tool = state.tools[action.tool]
                 arguments = {name: getattr(action.args, name) for name in tool.arguments.model_fields}
                 trajectory.append(
-                    {"thought": step.output.thought, "tool": tool.name, "args": action.args.model_dump(mode="json"),
-                     "observation": _observe(tool, arguments)}
+                    {
+                        "thought": step.output.thought,
+                        "tool": tool.name,
+                        "args": action.args.model_dump(mode="json"),
+                        "observation": _observe(tool, arguments),
+                    }
                 )
             final = state.answer.invoke({**run.inputs, "trajectory": _render(trajectory)})
         attempts.extend(final.attempts)
@@ -173,7 +181,7 @@ def _step_model(name: str, tools: Sequence[Tool]) -> type[BaseModel]:
         choices.append(create_model(f"call_{tool.name}", tool=(tag, ...), args=(tool.arguments, ...)))
     done: Any = Literal[FINISH]
     choices.append(create_model(FINISH, tool=(done, ...)))
-    action: Any = Union[tuple(choices)]
+    action: Any = Union[tuple(choices)]  # noqa: UP007  (built at run time: X | Y needs the members spelled out)
     return create_model(
         f"{name}_step",
         thought=(str, Field(description="what you know so far and what to do next")),
@@ -184,7 +192,7 @@ def _step_model(name: str, tools: Sequence[Tool]) -> type[BaseModel]:
 def _step_instructions(task: str, tools: Sequence[Tool]) -> str:
     listing = "\n".join(f"- {t.signature_text()}" for t in tools)
     return (
-        f'{task}\n\nFirst gather facts with the tools, one call per step; only when the trajectory '
+        f"{task}\n\nFirst gather facts with the tools, one call per step; only when the trajectory "
         f'already holds what you need, choose "{FINISH}". The tools:\n{listing}'
     )
 

@@ -213,6 +213,12 @@ def openai_message(content: str, *, finish_reason: str = "stop", usage: tuple[in
 
 
 def openai_error(status: int, message: str, headers: dict[str, str] | None = None, *, delay: float = 0.0) -> Reply:
-    body = {"error": {"message": message, "type": "invalid_request_error" if status < 500 else "server_error",
-                      "param": None, "code": None}}
+    body = {
+        "error": {
+            "message": message,
+            "type": "invalid_request_error" if status < 500 else "server_error",
+            "param": None,
+            "code": None,
+        }
+    }
     return Reply(status, body, headers or {}, delay)

@@ -97,7 +97,18 @@ def install(monkeypatch: object) -> None:
         return
     child = parent._CHILD_PROGRAM
     site_dir = os.path.dirname(os.path.dirname(coverage.__file__))
-    argv = [*isolation_prefix(), sys.executable, "-I", "-S", "-B", "-W", "ignore", os.path.abspath(__file__), site_dir, child]
+    argv = [
+        *isolation_prefix(),
+        sys.executable,
+        "-I",
+        "-S",
+        "-B",
+        "-W",
+        "ignore",
+        os.path.abspath(__file__),
+        site_dir,
+        child,
+    ]
     real_execute = parent._execute
 
     def measured_execute(*args: object, **kwargs: object) -> Outcome:

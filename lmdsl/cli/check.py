@@ -20,7 +20,8 @@ def python_files(targets: Sequence[str | Path]) -> list[Path]:
     for target in map(Path, targets):
         if target.is_dir():
             files.extend(
-                p for p in sorted(target.rglob("*.py"))
+                p
+                for p in sorted(target.rglob("*.py"))
                 if not any(part in SKIPPED_DIRS or part.startswith(".") for part in p.relative_to(target).parts[:-1])
             )
         else:
@@ -50,7 +51,14 @@ def check_files(files: Sequence[Path], *, on_file: Callable[[Path], None] | None
                     line = _error_line(error, file)
                     found.extend(Finding(str(file), line, str(problem), problem.code) for problem in error.problems)
                 except Exception as error:
-                    found.append(Finding(str(file), _error_line(error, file), f"cannot be loaded: {type(error).__name__}: {error}", None))
+                    found.append(
+                        Finding(
+                            str(file),
+                            _error_line(error, file),
+                            f"cannot be loaded: {type(error).__name__}: {error}",
+                            None,
+                        )
+                    )
             findings.extend(found)
         finally:
             if added:

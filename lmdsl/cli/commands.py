@@ -130,8 +130,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _compile(args: argparse.Namespace) -> int:
-    from lmdsl.evaluation import evaluate
     from lmdsl.compiler.decorator import CompileConfig, compile_program, keeps_a_study
+    from lmdsl.evaluation import evaluate
 
     program = load_program(args.target)
     config = program.compile_config
@@ -151,8 +151,20 @@ def _compile(args: argparse.Namespace) -> int:
         with program.with_params(compiled.params):
             after = evaluate(program, devset, config.metric, threads=args.threads, progress=None)
     rows = [
-        ("uncompiled", f"{before.score:.1f}", str(before.lm_calls), str(before.input_tokens + before.output_tokens), f"{before.seconds:.1f}"),
-        ("compiled", f"{after.score:.1f}", str(after.lm_calls), str(after.input_tokens + after.output_tokens), f"{after.seconds:.1f}"),
+        (
+            "uncompiled",
+            f"{before.score:.1f}",
+            str(before.lm_calls),
+            str(before.input_tokens + before.output_tokens),
+            f"{before.seconds:.1f}",
+        ),
+        (
+            "compiled",
+            f"{after.score:.1f}",
+            str(after.lm_calls),
+            str(after.input_tokens + after.output_tokens),
+            f"{after.seconds:.1f}",
+        ),
         ("compiling", "", str(compiled.lm_calls), str(compiled.tokens), f"{compiled.seconds:.1f}"),
     ]
     _table(f"{program.name} on {len(devset)} dev examples", ("", "score", "LM calls", "tokens", "seconds"), rows)
@@ -174,8 +186,10 @@ def _check(args: argparse.Namespace) -> int:
         print(finding.format())
     if findings:
         where = len({finding.path for finding in findings})
-        print(f"Found {len(findings)} error{'s' * (len(findings) != 1)} in {where} file{'s' * (where != 1)} "
-              f"(checked {len(files)} source file{'s' * (len(files) != 1)})")
+        print(
+            f"Found {len(findings)} error{'s' * (len(findings) != 1)} in {where} file{'s' * (where != 1)} "
+            f"(checked {len(files)} source file{'s' * (len(files) != 1)})"
+        )
         return EXIT_FAILED
     print(f"Success: no issues found in {len(files)} source file{'s' * (len(files) != 1)}")
     return 0
@@ -193,9 +207,9 @@ def _show_compiler_progress() -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from lmdsl.compiler.decorator import CompileConfig
     from lmdsl.data import load_examples
     from lmdsl.evaluation import evaluate
-    from lmdsl.compiler.decorator import CompileConfig
 
     program = load_program(args.target)
     if args.metric:
@@ -285,7 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--threads", type=int, default=4, help="parallel examples when evaluating")
     compile_.add_argument("--dry-run", action="store_true", help="do not write the artifact")
     compile_.add_argument(
-        "--storage", metavar="URL",
+        "--storage",
+        metavar="URL",
         help="where MIPRO keeps its Optuna study, e.g. postgresql://host/db, to share it between workers (default: an SQLite file beside the artifact)",
     )
     compile_.set_defaults(handler=_compile)

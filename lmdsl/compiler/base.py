@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from lmdsl.program import Program
 
 
-
 @dataclass(frozen=True)
 class Candidate:
     """One parameter set an optimizer tried, and its dev score (None if it was not scored)."""
@@ -105,8 +104,10 @@ def labelled_demo(fn: FuzzyFunction[..., Any], example: Example, label_fields: S
     spec = fn.signature.output
     if spec.key is not None and spec.key in fields:
         output: Any = fields[spec.key]
-    elif spec.key is None and isinstance(spec.schema.get("required"), list) and all(
-        name in fields for name in spec.schema["required"]
+    elif (
+        spec.key is None
+        and isinstance(spec.schema.get("required"), list)
+        and all(name in fields for name in spec.schema["required"])
     ):
         output = {name: fields[name] for name in spec.schema.get("properties", {}) if name in fields}
     elif len(label_fields) == 1:

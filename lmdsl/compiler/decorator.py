@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 from lmdsl import checking, rules
-from lmdsl.data import Metric
-from lmdsl.config import settings
-from lmdsl.errors import ConfigurationError, SignatureError
-from lmdsl.serializable import accepts, type_name
 from lmdsl.compiler.artifact import write_artifact
 from lmdsl.compiler.base import Compiled, Optimizer
+from lmdsl.config import settings
+from lmdsl.data import Metric
+from lmdsl.errors import ConfigurationError, SignatureError
 from lmdsl.program import Program
+from lmdsl.serializable import accepts, type_name
 
 if TYPE_CHECKING:
     from lmdsl.data import Example
@@ -83,7 +83,9 @@ def optimize(
 def _check_metric(metric: Metric, program: Program[..., Any]) -> SignatureError | None:
     try:
         parameters = [
-            p for p in inspect.signature(metric).parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            p
+            for p in inspect.signature(metric).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
         ]
         hints = typing.get_type_hints(metric)
         output = typing.get_type_hints(program.__wrapped__).get("return", Any)

@@ -14,10 +14,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from lmdsl.data import Metric
-from lmdsl.config import using
-from lmdsl.errors import LMDSLError
 from lmdsl.compiler.base import Budget, BudgetExhausted, Candidate, Compiled, labelled_demo, with_demos
+from lmdsl.config import using
+from lmdsl.data import Metric
+from lmdsl.errors import LMDSLError
 from lmdsl.params import Demo, Params
 
 if TYPE_CHECKING:
@@ -37,7 +37,9 @@ def metric_passes(metric: Metric, example: Example, prediction: Any, trace: Any,
     return score >= 1.0 if threshold is None else score >= threshold
 
 
-def labelled_params(program: Program[..., Any], examples: Sequence[Example], k: int, rng: random.Random | None) -> dict[str, Params]:
+def labelled_params(
+    program: Program[..., Any], examples: Sequence[Example], k: int, rng: random.Random | None
+) -> dict[str, Params]:
     """Up to `k` labelled demos per fuzzy function (a random sample when `rng` is given). In a
     program of several fuzzy functions, a label counts for the function it is named after."""
     pool = list(examples)
@@ -65,12 +67,25 @@ class LabeledFewShot:
     seed: int | None = 0
 
     def compile(
-        self, program: Program[..., Any], trainset: Sequence[Example], metric: Metric, *, devset: Sequence[Example] | None = None
+        self,
+        program: Program[..., Any],
+        trainset: Sequence[Example],
+        metric: Metric,
+        *,
+        devset: Sequence[Example] | None = None,
     ) -> Compiled:
         started = time.perf_counter()
         params = labelled_params(program, trainset, self.k, random.Random(self.seed) if self.seed is not None else None)
-        return Compiled(params, None, None, (Candidate("labelled", params, None),), 0, 0,
-                        time.perf_counter() - started, {"optimizer": "LabeledFewShot", **asdict(self)})
+        return Compiled(
+            params,
+            None,
+            None,
+            (Candidate("labelled", params, None),),
+            0,
+            0,
+            time.perf_counter() - started,
+            {"optimizer": "LabeledFewShot", **asdict(self)},
+        )
 
 
 @dataclass(frozen=True)
@@ -92,14 +107,27 @@ class BootstrapFewShot:
     seed: int = 0
 
     def compile(
-        self, program: Program[..., Any], trainset: Sequence[Example], metric: Metric, *, devset: Sequence[Example] | None = None
+        self,
+        program: Program[..., Any],
+        trainset: Sequence[Example],
+        metric: Metric,
+        *,
+        devset: Sequence[Example] | None = None,
     ) -> Compiled:
         started = time.perf_counter()
         budget = Budget(self.max_lm_calls, self.max_total_tokens)
         with budget.counting():
             params = self.bootstrap(program, trainset, metric, budget=budget)
-        return Compiled(params, None, None, (Candidate("bootstrapped", params, None),), budget.lm_calls,
-                        budget.tokens, time.perf_counter() - started, {"optimizer": "BootstrapFewShot", **asdict(self)})
+        return Compiled(
+            params,
+            None,
+            None,
+            (Candidate("bootstrapped", params, None),),
+            budget.lm_calls,
+            budget.tokens,
+            time.perf_counter() - started,
+            {"optimizer": "BootstrapFewShot", **asdict(self)},
+        )
 
     def bootstrap(
         self,
@@ -179,7 +207,12 @@ class RandomSearch:
     seed: int = 0
 
     def compile(
-        self, program: Program[..., Any], trainset: Sequence[Example], metric: Metric, *, devset: Sequence[Example] | None = None
+        self,
+        program: Program[..., Any],
+        trainset: Sequence[Example],
+        metric: Metric,
+        *,
+        devset: Sequence[Example] | None = None,
     ) -> Compiled:
         from lmdsl.evaluation import evaluate
 
@@ -188,7 +221,11 @@ class RandomSearch:
         budget = Budget(self.max_lm_calls, self.max_total_tokens)
         rng = random.Random(self.seed)
         bootstrapper = BootstrapFewShot(
-            max_demos=self.max_demos, max_labeled=self.max_labeled, rounds=self.rounds, threshold=self.threshold, seed=self.seed
+            max_demos=self.max_demos,
+            max_labeled=self.max_labeled,
+            rounds=self.rounds,
+            threshold=self.threshold,
+            seed=self.seed,
         )
         original = program.params
         tried: list[Candidate] = []
@@ -201,20 +238,35 @@ class RandomSearch:
                     if number == 0:
                         label, params = "zero-shot", original
                     elif number == 1:
-                        label, params = "labelled", labelled_params(program, trainset, self.max_labeled, random.Random(self.seed))
+                        label, params = (
+                            "labelled",
+                            labelled_params(program, trainset, self.max_labeled, random.Random(self.seed)),
+                        )
                     elif number == 2:
                         label, params = "bootstrapped", bootstrapper.bootstrap(program, trainset, metric, budget=budget)
                     else:
                         size = rng.randint(1, self.max_demos)
                         label = f"bootstrapped, shuffled #{number - 2}, {size} demos"
                         params = bootstrapper.bootstrap(
-                            program, trainset, metric, budget=budget, shuffle=random.Random(rng.random()), max_demos=size
+                            program,
+                            trainset,
+                            metric,
+                            budget=budget,
+                            shuffle=random.Random(rng.random()),
+                            max_demos=size,
                         )
                     with program.with_params(params):
                         score = evaluate(program, dev, metric, threads=self.threads, progress=False).score
                     candidate = Candidate(label, params, score)
                     tried.append(candidate)
-                    log.info("candidate %d/%d (%s): %.1f, %d LM calls so far", number + 1, self.candidates, label, score, budget.lm_calls)
+                    log.info(
+                        "candidate %d/%d (%s): %.1f, %d LM calls so far",
+                        number + 1,
+                        self.candidates,
+                        label,
+                        score,
+                        budget.lm_calls,
+                    )
                     if number == 0:
                         baseline = score
                     if best is None or (best.score is not None and score > best.score):
@@ -222,5 +274,13 @@ class RandomSearch:
             except BudgetExhausted:
                 pass
         chosen = best or Candidate("zero-shot", original, None)
-        return Compiled(chosen.params, chosen.score, baseline, tuple(tried), budget.lm_calls, budget.tokens,
-                        time.perf_counter() - started, {"optimizer": "RandomSearch", **asdict(self)})
+        return Compiled(
+            chosen.params,
+            chosen.score,
+            baseline,
+            tuple(tried),
+            budget.lm_calls,
+            budget.tokens,
+            time.perf_counter() - started,
+            {"optimizer": "RandomSearch", **asdict(self)},
+        )

@@ -41,16 +41,16 @@ from pydantic import BaseModel, Field
 
 from lmdsl.compiler.base import Budget, BudgetExhausted, Candidate, Compiled
 from lmdsl.compiler.few_shot import BootstrapFewShot, labelled_params
-from lmdsl.data import Metric
 from lmdsl.config import settings, using
+from lmdsl.data import Metric
 from lmdsl.errors import ArtifactError, ConfigurationError, LMDSLError
 from lmdsl.fuzzy import FuzzyFunction, fuzzy
-from lmdsl.program import dump_demos, load_demos
 from lmdsl.params import Demo, Params
+from lmdsl.program import dump_demos, load_demos
 
 if TYPE_CHECKING:
-    from lmdsl.data import Example
     from lmdsl.config import ModelSpec
+    from lmdsl.data import Example
     from lmdsl.program import Program
 
 TIPS = {
@@ -116,7 +116,12 @@ class MIPRO:
     study_name: str | None = None
 
     def compile(
-        self, program: Program[..., Any], trainset: Sequence[Example], metric: Metric, *, devset: Sequence[Example] | None = None
+        self,
+        program: Program[..., Any],
+        trainset: Sequence[Example],
+        metric: Metric,
+        *,
+        devset: Sequence[Example] | None = None,
     ) -> Compiled:
         try:
             import optuna
@@ -138,7 +143,11 @@ class MIPRO:
 
         with budget.counting():
             stored = _Candidates.stored(study, program)
-            candidates = stored if stored is not None else self._candidates(program, trainset, metric, budget).share(study, program)
+            candidates = (
+                stored
+                if stored is not None
+                else self._candidates(program, trainset, metric, budget).share(study, program)
+            )
             baseline_choice = {name: (0, 0) for name in names}
             baseline = candidates.full_scores(study).get(_key(baseline_choice))
             if baseline is None:
@@ -153,15 +162,30 @@ class MIPRO:
                     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
                     choice = {
                         name: (
-                            int(trial.suggest_categorical(f"{name}:instruction", list(range(len(candidates.instructions[name]))))),
+                            int(
+                                trial.suggest_categorical(
+                                    f"{name}:instruction", list(range(len(candidates.instructions[name])))
+                                )
+                            ),
                             int(trial.suggest_categorical(f"{name}:demos", list(range(len(candidates.demo_sets))))),
                         )
                         for name in names
                     }
-                    batch = dev if len(dev) <= self.minibatch_size else random.Random(self.seed * 7919 + trial.number).sample(dev, self.minibatch_size)
+                    batch = (
+                        dev
+                        if len(dev) <= self.minibatch_size
+                        else random.Random(self.seed * 7919 + trial.number).sample(dev, self.minibatch_size)
+                    )
                     value = score(choice, batch)
                     study.tell(trial, value)
-                    log.info("trial %d/%d: %.1f on %d examples, %d LM calls so far", done + 1, self.trials, value, len(batch), budget.lm_calls)
+                    log.info(
+                        "trial %d/%d: %.1f on %d examples, %d LM calls so far",
+                        done + 1,
+                        self.trials,
+                        value,
+                        len(batch),
+                        budget.lm_calls,
+                    )
                     if (done + 1) % self.full_eval_every == 0 and done + 1 < self.trials:
                         self._full_evaluation(study, candidates, score, dev)
                 self._full_evaluation(study, candidates, score, dev)
@@ -175,11 +199,19 @@ class MIPRO:
             if key != _key(baseline_choice):
                 tried.append(Candidate(f"trial combination {key}", self._params(json.loads(key), candidates), value))
         return Compiled(
-            self._params(json.loads(best_key), candidates), full[best_key], baseline, tuple(tried),
-            budget.lm_calls, budget.tokens, time.perf_counter() - started, {"optimizer": "MIPRO", **asdict(self)},
+            self._params(json.loads(best_key), candidates),
+            full[best_key],
+            baseline,
+            tuple(tried),
+            budget.lm_calls,
+            budget.tokens,
+            time.perf_counter() - started,
+            {"optimizer": "MIPRO", **asdict(self)},
         )
 
-    def _candidates(self, program: Program[..., Any], trainset: Sequence[Example], metric: Metric, budget: Budget) -> _Candidates:
+    def _candidates(
+        self, program: Program[..., Any], trainset: Sequence[Example], metric: Metric, budget: Budget
+    ) -> _Candidates:
         rng = random.Random(self.seed)
         demo_sets = self._demo_sets(program, trainset, metric, budget, rng)
         log.info("%d demo sets per function, %d LM calls so far", len(demo_sets), budget.lm_calls)
@@ -187,7 +219,9 @@ class MIPRO:
         log.info("instruction candidates: %s", {name: len(texts) for name, texts in instructions.items()})
         return _Candidates.of(program, instructions, demo_sets)
 
-    def _study(self, optuna: Any, program: Program[..., Any], trainset: Sequence[Example], dev: Sequence[Example]) -> Any:
+    def _study(
+        self, optuna: Any, program: Program[..., Any], trainset: Sequence[Example], dev: Sequence[Example]
+    ) -> Any:
         """Create or load the study for exactly this program, data, model and settings.
 
         The default name carries a digest of all of them, so a changed docstring or data set starts
@@ -242,10 +276,18 @@ class MIPRO:
         log.info("full evaluation of the best combination so far: %.1f", value)
 
     def _params(self, choice: Mapping[str, Sequence[int]], candidates: _Candidates) -> dict[str, Params]:
-        return {name: Params(candidates.instructions[name][i], candidates.demo_sets[d][name]) for name, (i, d) in choice.items()}
+        return {
+            name: Params(candidates.instructions[name][i], candidates.demo_sets[d][name])
+            for name, (i, d) in choice.items()
+        }
 
     def _demo_sets(
-        self, program: Program[..., Any], trainset: Sequence[Example], metric: Metric, budget: Budget, rng: random.Random
+        self,
+        program: Program[..., Any],
+        trainset: Sequence[Example],
+        metric: Metric,
+        budget: Budget,
+        rng: random.Random,
     ) -> list[dict[str, tuple[Demo, ...]]]:
         bootstrapper = BootstrapFewShot(max_demos=self.max_demos, max_labeled=self.max_labeled, seed=self.seed)
         sets: list[dict[str, tuple[Demo, ...]]] = [{name: () for name in program.functions}]
@@ -258,8 +300,12 @@ class MIPRO:
                 params = bootstrapper.bootstrap(program, trainset, metric, budget=budget)
             else:
                 params = bootstrapper.bootstrap(
-                    program, trainset, metric, budget=budget,
-                    shuffle=random.Random(rng.random()), max_demos=rng.randint(1, self.max_demos),
+                    program,
+                    trainset,
+                    metric,
+                    budget=budget,
+                    shuffle=random.Random(rng.random()),
+                    max_demos=rng.randint(1, self.max_demos),
                 )
             sets.append({name: p.demos for name, p in params.items()})
         return sets
@@ -294,8 +340,12 @@ class MIPRO:
                     try:
                         with using(temperature=1.0, rollout=number):
                             proposal = propose(
-                                program_code=source, data_summary=summary, step=_describe(name, fn),
-                                current_instruction=fn.params.instructions, good_examples=examples, tip=tip,
+                                program_code=source,
+                                data_summary=summary,
+                                step=_describe(name, fn),
+                                current_instruction=fn.params.instructions,
+                                good_examples=examples,
+                                tip=tip,
                             )
                     except LMDSLError:
                         continue
@@ -320,7 +370,10 @@ class _Candidates:
 
     @classmethod
     def of(
-        cls, program: Program[..., Any], instructions: Mapping[str, list[str]], demo_sets: list[dict[str, tuple[Demo, ...]]]
+        cls,
+        program: Program[..., Any],
+        instructions: Mapping[str, list[str]],
+        demo_sets: list[dict[str, tuple[Demo, ...]]],
     ) -> _Candidates:
         functions = program.functions
         data = {
@@ -340,7 +393,9 @@ class _Candidates:
             if not demo_sets or any(not texts for texts in instructions.values()):
                 raise ValueError("no candidates")
         except (ValueError, TypeError, KeyError, ArtifactError) as error:
-            raise ArtifactError(f"the Optuna study holds unreadable MIPRO candidates ({error}); delete the study to start afresh") from None
+            raise ArtifactError(
+                f"the Optuna study holds unreadable MIPRO candidates ({error}); delete the study to start afresh"
+            ) from None
         return cls(instructions, demo_sets, encoded)
 
     @classmethod

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 
-
 @dataclass(frozen=True, slots=True)
 class EvaluationRow:
     """One example's evaluation. `prediction` is the typed output (None if the run failed);

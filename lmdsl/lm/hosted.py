@@ -216,7 +216,9 @@ class ProviderCalls:
                 failure = self.classify(error)
                 if failure is None:  # the SDK refused before sending (an option it rejects): not retried
                     said = readable(self._redact(str(error))) or "no message"
-                    failure = Failure(None, f"the client library failed: {type(error).__name__}: {said}", transient=False)
+                    failure = Failure(
+                        None, f"the client library failed: {type(error).__name__}: {said}", transient=False
+                    )
             if not failure.transient or attempt > policy.max_retries:
                 raise self.error(failure, attempt) from None
             if failure.retry_after is not None and failure.retry_after > policy.max_retry_after:
@@ -226,7 +228,11 @@ class ProviderCalls:
 
             logging.getLogger("lmdsl.lm").info(
                 "%s: %s; retry %d of %d in %.2f s",
-                self.name, self._describe(failure), attempt, policy.max_retries, wait,
+                self.name,
+                self._describe(failure),
+                attempt,
+                policy.max_retries,
+                wait,
             )
             policy.sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -346,8 +352,9 @@ def read_reply(response: Any, parse: Callable[[int, Any], T]) -> T:
         raise MalformedReply(status, "the body is JSON nested too deep to read") from None
     except ValueError:  # JSONDecodeError, and UnicodeDecodeError for bytes that are no text
         text = content.decode("utf-8", "replace")
-        raise MalformedReply(status, "the body is an HTML page, not JSON" if _is_html(text) else "the body is not JSON",
-                             text) from None
+        raise MalformedReply(
+            status, "the body is an HTML page, not JSON" if _is_html(text) else "the body is not JSON", text
+        ) from None
     try:
         return parse(status, data)
     except RecursionError:

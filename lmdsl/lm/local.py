@@ -98,8 +98,7 @@ class LocalModel:
             self._path = Path(path).expanduser().resolve()
             if not self._path.is_file():
                 raise ModelUnavailableError(
-                    f"no model file at {self._path}: pass the path of a GGUF file, "
-                    f"as model='local:/path/to/model.gguf'"
+                    f"no model file at {self._path}: pass the path of a GGUF file, as model='local:/path/to/model.gguf'"
                 )
             self._name = f"local:{self._path}"
         self._n_ctx = n_ctx

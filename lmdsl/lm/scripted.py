@@ -50,8 +50,7 @@ class ScriptedModel:
         def respond(request: Request) -> Reply:
             if not queue:
                 raise AssertionError(
-                    f"ScriptedModel {self._name!r} ran out of replies "
-                    f"after {len(self.requests) - 1} request(s)"
+                    f"ScriptedModel {self._name!r} ran out of replies after {len(self.requests) - 1} request(s)"
                 )
             return queue.pop(0)
 

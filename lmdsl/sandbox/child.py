@@ -39,9 +39,13 @@ _DENIED_ATTRIBUTES = frozenset(
 # library code that reads those names. Defining `__getattr__` or the pickling hooks is
 # ordinary Python and harmless, and `__import__` is the sandbox's own importer; only
 # reading them as attributes is refused.
-_DENIED_NAMES = frozenset(
-    name for name in _DENIED_ATTRIBUTES if name.startswith("__")
-) - {"__getattr__", "__getstate__", "__reduce__", "__reduce_ex__", "__import__"}
+_DENIED_NAMES = frozenset(name for name in _DENIED_ATTRIBUTES if name.startswith("__")) - {
+    "__getattr__",
+    "__getstate__",
+    "__reduce__",
+    "__reduce_ex__",
+    "__import__",
+}
 
 # str methods that look up the attribute names written in their format string: they reach
 # the code only through a wrapper that checks those names first.
@@ -209,7 +213,9 @@ def _run(
             send({"kind": "setup", "message": "memory_bytes is too small to start Python in the sandbox"})
     proxies = _module_copies(allowed, types.ModuleType)
     future = types.ModuleType("__future__")  # `from __future__ import annotations` is harmless
-    for name, value in vars(sys.modules["__future__"] if "__future__" in sys.modules else __import__("__future__")).items():
+    for name, value in vars(
+        sys.modules["__future__"] if "__future__" in sys.modules else __import__("__future__")
+    ).items():
         if not name.startswith("_"):
             setattr(future, name, value)
     violations: list[str] = []
@@ -969,16 +975,18 @@ def _seal(copies: dict[str, ModuleType]) -> None:
                 delattr(module, name)
 
 
-def _audit_hook(
-    frames_ok: list[bool], refuse: Callable[[str], NoReturn]
-) -> Callable[[str, tuple[Any, ...]], None]:
+def _audit_hook(frames_ok: list[bool], refuse: Callable[[str], NoReturn]) -> Callable[[str, tuple[Any, ...]], None]:
     """The audit hook: every event but a few harmless ones is refused and recorded.
 
     Everything it consults is bound here, in its closure, so that code which reaches
     the runner's globals or patches builtins cannot change what the hook decides.
     """
     harmless, protected, short, is_template, is_hint = (
-        _HARMLESS_EVENTS, _PROTECTED_ATTRIBUTES, _short, _is_namedtuple_source, _is_type_hint
+        _HARMLESS_EVENTS,
+        _PROTECTED_ATTRIBUTES,
+        _short,
+        _is_namedtuple_source,
+        _is_type_hint,
     )
     exact_str, type_of, size = str, type, len
 

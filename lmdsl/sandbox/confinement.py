@@ -21,7 +21,6 @@ SECCOMP_ALLOWED = (
 )  # fmt: skip
 
 
-
 @cache
 def isolation_prefix() -> tuple[str, ...]:
     """`unshare --net` (a network namespace with no interfaces up) when the system allows it."""
@@ -90,5 +89,3 @@ def debug(message: str, *args: object) -> None:
     if text not in _reported:
         _reported.add(text)
         logging.getLogger("lmdsl.sandbox").debug("%s", text)
-
-

@@ -34,6 +34,7 @@ DEFAULT_ALLOWED_MODULES: frozenset[str] = frozenset(
 # with EPERM). Only what a running interpreter needs to compute: no call here takes a path,
 # makes a descriptor, or reaches another process.
 
+
 @dataclass(frozen=True)
 class SandboxLimits:
     """What one run may use. Small limits keep a runaway program cheap.
@@ -55,14 +56,14 @@ class SandboxLimits:
         if not isinstance(self.cpu_seconds, int) or not 1 <= self.cpu_seconds <= 3600:
             raise SandboxInputError(f"cpu_seconds must be a whole number in [1, 3600], not {self.cpu_seconds!r}")
         if not isinstance(self.memory_bytes, int) or self.memory_bytes < 64 * 2**20:
-            raise SandboxInputError(f"memory_bytes must be at least 64 MiB (Python needs it), not {self.memory_bytes!r}")
+            raise SandboxInputError(
+                f"memory_bytes must be at least 64 MiB (Python needs it), not {self.memory_bytes!r}"
+            )
         if not isinstance(self.output_bytes, int) or self.output_bytes < 1:
             raise SandboxInputError(f"output_bytes must be a positive whole number, not {self.output_bytes!r}")
         modules = self.allowed_modules
         if not isinstance(modules, frozenset) or not all(isinstance(m, str) and m.isidentifier() for m in modules):
-            raise SandboxInputError(
-                f"allowed_modules must be a frozenset of top-level module names, not {modules!r}"
-            )
+            raise SandboxInputError(f"allowed_modules must be a frozenset of top-level module names, not {modules!r}")
 
 
 @dataclass(frozen=True)
@@ -72,4 +73,3 @@ class SandboxResult:
     value: Any
     stdout: str
     seconds: float
-

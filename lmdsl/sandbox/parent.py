@@ -144,7 +144,6 @@ def _child_argv() -> list[str]:
     return [*isolation_prefix(), sys.executable, "-I", "-S", "-B", "-W", "ignore", _CHILD_PROGRAM]
 
 
-
 def _execute(argv: list[str], request: bytes, workdir: str, limits: SandboxLimits) -> Outcome:
     """Start the child, feed it the request, collect its messages under the limits, reap it."""
     import selectors

@@ -229,14 +229,10 @@ def _raise_for_death(outcome: Outcome, limits: SandboxLimits, *, started: bool) 
             name = signal.Signals(number).name
         except ValueError:
             name = f"signal {number}"
-        raise SandboxCrash(
-            f"the code's process was killed by {name}{detail}", signal_number=number, signal_name=name
-        )
+        raise SandboxCrash(f"the code's process was killed by {name}{detail}", signal_number=number, signal_name=name)
     if started:
         raise SandboxOutputError(
             f"the code's process exited with status {code} without reporting `result`{detail}; "
             "assign the answer to `result` and do not exit"
         )
     raise SandboxError(f"the sandbox's interpreter exited with status {code} before running the code{detail}")
-
-

@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import pytest
 from pydantic import BaseModel, Field
@@ -36,7 +36,7 @@ class Color(enum.Enum):
 class Person(BaseModel):
     name: str = Field(description="the person's first name")
     age: int
-    city: Optional[str] = None
+    city: str | None = None
 
 
 @lmdsl.fuzzy
@@ -163,7 +163,10 @@ def test_loading_the_model_from_several_threads_keeps_the_process_output(tmp_pat
     script = tmp_path / "first_calls.py"
     script.write_text(FIRST_CALLS_IN_THREADS)
     result = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=180,
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=180,
         env={"LMDSL_CACHE_DIR": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
     )
     assert result.returncode == 0, result.stderr
@@ -181,10 +184,18 @@ def test_cache_serves_the_second_identical_call(tmp_path: Path) -> None:
 def test_cli_runs_a_fuzzy_function_on_the_embedded_model(tmp_path: Path) -> None:
     result = subprocess.run(
         [
-            sys.executable, "-m", "lmdsl.cli", "run", str(ROOT / "examples" / "support_tickets.py") + ":route",
-            "--input", json.dumps({"message": "My parcel never arrived."}),
+            sys.executable,
+            "-m",
+            "lmdsl.cli",
+            "run",
+            str(ROOT / "examples" / "support_tickets.py") + ":route",
+            "--input",
+            json.dumps({"message": "My parcel never arrived."}),
         ],
-        capture_output=True, text=True, timeout=120, env={"LMDSL_CACHE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"LMDSL_CACHE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) in ("refund", "delivery", "account", "technical")

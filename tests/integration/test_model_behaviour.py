@@ -89,6 +89,8 @@ def test_the_model_extracts_these_people_zero_shot(text: str, expected: Person) 
     assert extract(text) == expected
 
 
-@pytest.mark.parametrize(("text", "expected"), [("It was 21.5 degrees outside.", 21.5), ("The oven was at 180 degrees.", 180.0)])
+@pytest.mark.parametrize(
+    ("text", "expected"), [("It was 21.5 degrees outside.", 21.5), ("The oven was at 180 degrees.", 180.0)]
+)
 def test_the_model_reads_these_temperatures(text: str, expected: float) -> None:
     assert temperature_of(text) == expected

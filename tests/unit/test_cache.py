@@ -143,18 +143,34 @@ def test_request_key_is_stable_and_hex() -> None:
     ("model", "changed"),
     [
         pytest.param("other-model", BASE, id="model"),
-        pytest.param("m", Request(BASE.messages[:1] + (Message("user", "review: bad"),), BASE.json_schema,
-                                  BASE.max_tokens, prefix_length=1), id="message-content"),
-        pytest.param("m", Request((Message("user", "Classify."), BASE.messages[1]), BASE.json_schema,
-                                  BASE.max_tokens, prefix_length=1), id="message-role"),
-        pytest.param("m", Request(BASE.messages + (Message("assistant", "{}"),), BASE.json_schema,
-                                  BASE.max_tokens, prefix_length=1), id="extra-message"),
-        pytest.param("m", Request(BASE.messages, '{"type":"string"}', BASE.max_tokens, prefix_length=1),
-                     id="schema"),
+        pytest.param(
+            "m",
+            Request(
+                BASE.messages[:1] + (Message("user", "review: bad"),),
+                BASE.json_schema,
+                BASE.max_tokens,
+                prefix_length=1,
+            ),
+            id="message-content",
+        ),
+        pytest.param(
+            "m",
+            Request(
+                (Message("user", "Classify."), BASE.messages[1]), BASE.json_schema, BASE.max_tokens, prefix_length=1
+            ),
+            id="message-role",
+        ),
+        pytest.param(
+            "m",
+            Request(BASE.messages + (Message("assistant", "{}"),), BASE.json_schema, BASE.max_tokens, prefix_length=1),
+            id="extra-message",
+        ),
+        pytest.param("m", Request(BASE.messages, '{"type":"string"}', BASE.max_tokens, prefix_length=1), id="schema"),
         pytest.param("m", Request(BASE.messages, None, BASE.max_tokens, prefix_length=1), id="no-schema"),
         pytest.param("m", Request(BASE.messages, BASE.json_schema, 65, prefix_length=1), id="max_tokens"),
-        pytest.param("m", Request(BASE.messages, BASE.json_schema, 64, temperature=0.7, prefix_length=1),
-                     id="temperature"),
+        pytest.param(
+            "m", Request(BASE.messages, BASE.json_schema, 64, temperature=0.7, prefix_length=1), id="temperature"
+        ),
         pytest.param("m", Request(BASE.messages, BASE.json_schema, 64, rollout=1, prefix_length=1), id="rollout"),
     ],
 )
@@ -323,9 +339,7 @@ def _write_entries(directory: str, tag: str, count: int, barrier: Any) -> None:
 def test_two_processes_write_to_one_cache_at_once(tmp_path: Path) -> None:
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(2)
-    workers = [
-        context.Process(target=_write_entries, args=(str(tmp_path), tag, 200, barrier)) for tag in ("a", "b")
-    ]
+    workers = [context.Process(target=_write_entries, args=(str(tmp_path), tag, 200, barrier)) for tag in ("a", "b")]
     for worker in workers:
         worker.start()
     for worker in workers:

@@ -146,9 +146,7 @@ def describe(person: Person, times: int, tags: list[str] = ["none"]) -> str:
 """
 
 
-def test_inputs_are_validated_and_coerced_per_the_signature(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_inputs_are_validated_and_coerced_per_the_signature(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write_target(tmp_path, ECHO)
     inputs = {"person": {"name": "Ada", "age": "36"}, "times": "2", "tags": ["math"]}
     code, out, err = run(capsys, f"{path}:describe", "--input", json.dumps(inputs))
@@ -176,9 +174,7 @@ def test_bad_json_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture
     assert_usage_error(code, out, err, "--input is not valid JSON")
 
 
-@pytest.mark.parametrize(
-    ("text", "kind"), [("[1, 2]", "list"), ('"label"', "str"), ("3", "int"), ("null", "NoneType")]
-)
+@pytest.mark.parametrize(("text", "kind"), [("[1, 2]", "list"), ('"label"', "str"), ("3", "int"), ("null", "NoneType")])
 def test_json_that_is_not_an_object_is_a_usage_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, kind: str
 ) -> None:
@@ -193,8 +189,9 @@ def test_json_that_is_not_an_object_is_a_usage_error(
         pytest.param({"label": "apples"}, ["missing input field 'count'", "(int)"], id="missing"),
         pytest.param({"label": "apples", "count": "many"}, ["'count'", "valid integer"], id="wrong-type"),
         pytest.param({"label": 7, "count": 1}, ["'label'", "valid string"], id="wrong-type-str"),
-        pytest.param({"label": "a", "count": 1, "colour": "red"}, ["unknown input field 'colour'", "label, count"],
-                     id="unknown"),
+        pytest.param(
+            {"label": "a", "count": 1, "colour": "red"}, ["unknown input field 'colour'", "label, count"], id="unknown"
+        ),
         pytest.param({}, ["'label'"], id="empty"),
     ],
 )
@@ -299,8 +296,11 @@ def test_an_output_error_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[s
 @pytest.mark.parametrize(
     ("model", "fragment"),
     [
-        ("gpt5", "unknown model string 'gpt5'; use one of: local, local:/path/model.gguf, anthropic:MODEL, openai:MODEL, "
-                 "openai:MODEL@http://HOST/v1\n"),
+        (
+            "gpt5",
+            "unknown model string 'gpt5'; use one of: local, local:/path/model.gguf, anthropic:MODEL, openai:MODEL, "
+            "openai:MODEL@http://HOST/v1\n",
+        ),
         ("local:/no/such/model.gguf", "no model file at /no/such/model.gguf"),
         ("", None),
     ],
@@ -334,9 +334,7 @@ def test_hostile_input_json_is_one_line_and_exit_2(
 # -- options ----------------------------------------------------------------------------------------------------
 
 
-def test_show_prompt_prints_the_prompt_and_reply_to_stderr(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_show_prompt_prints_the_prompt_and_reply_to_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write_target(tmp_path, SENTIMENT)
     code, out, err = run(capsys, f"{path}:sentiment", "--input", '{"review": "Great acting."}', "--show-prompt")
     assert code == 0
@@ -384,9 +382,7 @@ def test_the_command_prints_the_result_and_exits_0(tmp_path: Path) -> None:
         pytest.param(["missing.py:sentiment"], "no such file", id="missing-file"),
     ],
 )
-def test_the_command_reports_bad_input_on_one_line_and_exits_2(
-    tmp_path: Path, argv: list[str], fragment: str
-) -> None:
+def test_the_command_reports_bad_input_on_one_line_and_exits_2(tmp_path: Path, argv: list[str], fragment: str) -> None:
     path = write_target(tmp_path, SENTIMENT)
     result = lmdsl_command(tmp_path, *(a.replace("{file}", path.name) for a in argv))
     assert result.returncode == 2

@@ -59,7 +59,9 @@ def program_file(tmp_path: Path) -> Path:
     return path
 
 
-def test_compile_prints_before_and_after_and_writes_the_artifact(program_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_compile_prints_before_and_after_and_writes_the_artifact(
+    program_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["compile", f"{program_file}:classify"]) == 0
     out = capsys.readouterr().out
     assert table_row(out, "uncompiled")[1] == "50.0"  # score column of each row, not "somewhere"
@@ -91,7 +93,9 @@ def test_compiling_again_starts_from_the_uncompiled_program_and_then_uses_the_ne
     assert module["classify"]("so bad") == "negative"  # the artifact's demos are in use
 
 
-def test_eval_scores_a_devset_file_and_writes_rows(program_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_eval_scores_a_devset_file_and_writes_rows(
+    program_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     devset = tmp_path / "dev.jsonl"
     devset.write_text('{"text": "good", "label": "positive"}\n{"text": "bad", "label": "negative"}\n')
     rows = tmp_path / "rows.csv"
@@ -107,14 +111,18 @@ def test_inspect_of_a_broken_file_is_a_usage_error(tmp_path: Path, capsys: pytes
     assert "not valid JSON" in capsys.readouterr().err
 
 
-def test_compile_of_a_program_without_optimize_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_compile_of_a_program_without_optimize_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "plain.py"
     path.write_text("import lmdsl\n@lmdsl.program\ndef p(x: str) -> str:\n    return x\n")
     assert main(["compile", f"{path}:p"]) == 2
     assert "@lmdsl.optimize" in capsys.readouterr().err
 
 
-def test_compile_storage_puts_mipros_study_where_it_says(program_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_compile_storage_puts_mipros_study_where_it_says(
+    program_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     optuna = pytest.importorskip("optuna", reason="MIPRO needs optuna (./dev test installs it)")
     mipro = program_file.parent / "mipro_app.py"
     mipro.write_text(
@@ -132,6 +140,8 @@ def test_compile_storage_puts_mipros_study_where_it_says(program_file: Path, tmp
     assert name.startswith("classify-") and len(study.trials) == 2
 
 
-def test_compile_storage_for_an_optimizer_without_a_study_is_refused(program_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_compile_storage_for_an_optimizer_without_a_study_is_refused(
+    program_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["compile", f"{program_file}:classify", "--storage", f"sqlite:///{tmp_path / 's.sqlite3'}"]) == 2
     assert "--storage: RandomSearch keeps no study" in capsys.readouterr().err

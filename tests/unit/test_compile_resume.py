@@ -19,7 +19,7 @@ optuna = pytest.importorskip("optuna", reason="MIPRO needs optuna (./dev test in
 
 TRIALS = 8
 SCRIPT = textwrap.dedent(
-    f'''
+    f"""
     import sys, time
     import lmdsl
     from lmdsl.compiler import MIPRO, compile_program, optimize
@@ -41,15 +41,19 @@ SCRIPT = textwrap.dedent(
     with lmdsl.using(model=lmdsl.ScriptedModel(slow)):
         compiled = compile_program(prog)
     print("lm_calls", compiled.lm_calls)
-    '''
+    """
 )
 
 
 def start(script: Path, artifact: Path, delay: float) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
-        [sys.executable, str(script), str(artifact), str(delay)], cwd=ROOT, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, str(script), str(artifact), str(delay)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 

@@ -102,7 +102,11 @@ def test_a_busy_answer_is_retried_at_once_without_a_warning(tmp_path: Path) -> N
     """SQLite answers SQLITE_BUSY without waiting while a file is being recovered or switched to WAL:
     the statement is tried again within the timeout, and the reply is served."""
     store = store_with_one_entry(tmp_path)
-    wrapper = faulty(store, error_with(sqlite3.SQLITE_BUSY, "database is locked"), error_with(sqlite3.SQLITE_BUSY_RECOVERY, "database is locked"))
+    wrapper = faulty(
+        store,
+        error_with(sqlite3.SQLITE_BUSY, "database is locked"),
+        error_with(sqlite3.SQLITE_BUSY_RECOVERY, "database is locked"),
+    )
     hit = store.get("m", req("stored"))
     assert hit is not None and hit.text == "stored reply" and hit.cached
     assert wrapper.statements == 3
@@ -115,7 +119,9 @@ def test_a_failed_read_on_a_read_only_view_is_a_miss_and_the_file_is_kept(tmp_pa
     assert isinstance(handle, _Handle)
     handle.writable = False
     faulty(store, error_with(sqlite3.SQLITE_CORRUPT, "database disk image is malformed"))
-    with pytest.warns(lmdsl.CacheWarning, match="could not be read \\(database disk image is malformed\\); treated it as a miss"):
+    with pytest.warns(
+        lmdsl.CacheWarning, match="could not be read \\(database disk image is malformed\\); treated it as a miss"
+    ):
         assert store.get("m", req("stored")) is None
     assert corrupt_files(tmp_path) == []
     store.clear_memory()
@@ -126,7 +132,9 @@ def test_a_failed_read_on_a_read_only_view_is_a_miss_and_the_file_is_kept(tmp_pa
 def test_an_io_error_on_writing_skips_storing_once_and_keeps_the_connection(tmp_path: Path) -> None:
     store = store_with_one_entry(tmp_path)
     wrapper = faulty(store, error_with(sqlite3.SQLITE_IOERR_WRITE, "disk I/O error"))
-    with pytest.warns(lmdsl.CacheWarning, match="could not be written \\(disk I/O error\\); skipped it, the file is kept") as records:
+    with pytest.warns(
+        lmdsl.CacheWarning, match="could not be written \\(disk I/O error\\); skipped it, the file is kept"
+    ) as records:
         store.put("m", req("new"), Completion("new reply"))
     assert len(records) == 1
     assert store._local.handle.connection is wrapper
@@ -208,7 +216,10 @@ def test_a_directory_where_the_file_should_be_falls_back_to_memory(tmp_path: Pat
     """Neither a read-write nor either read-only connection can open a directory."""
     (tmp_path / CACHE_FILE).mkdir()
     store = CacheStore(tmp_path)
-    with pytest.warns(lmdsl.CacheWarning, match="cannot be written \\(unable to open database file\\) and holds nothing this lmdsl can read; caching in memory only"):
+    with pytest.warns(
+        lmdsl.CacheWarning,
+        match="cannot be written \\(unable to open database file\\) and holds nothing this lmdsl can read; caching in memory only",
+    ):
         assert store.get("m", req("x")) is None
     store.put("m", req("x"), Completion("in memory"))
     hit = store.get("m", req("x"))
@@ -233,7 +244,10 @@ def test_a_read_only_first_format_file_is_not_migrated_and_falls_back_to_memory(
 
     monkeypatch.setattr(lmdsl.cache, "_enable_wal", read_only)
     store = CacheStore(tmp_path)
-    with pytest.warns(lmdsl.CacheWarning, match="cannot be written \\(attempt to write a readonly database\\) and holds nothing this lmdsl can read"):
+    with pytest.warns(
+        lmdsl.CacheWarning,
+        match="cannot be written \\(attempt to write a readonly database\\) and holds nothing this lmdsl can read",
+    ):
         assert store.get("m", req("x")) is None
     connection = sqlite3.connect(path)
     assert connection.execute("SELECT key, value FROM completions").fetchall() == [("k", "v")]
@@ -311,7 +325,10 @@ def test_a_corrupt_file_that_cannot_be_moved_aside_leaves_caching_in_memory(
 
     monkeypatch.setattr(Path, "replace", refuse)
     store = CacheStore(garbage_cache)
-    with pytest.warns(lmdsl.CacheWarning, match="is corrupt .* and started a new one, but that failed too \\(\\[Errno 13\\] Permission denied.*; caching in memory only") as records:
+    with pytest.warns(
+        lmdsl.CacheWarning,
+        match="is corrupt .* and started a new one, but that failed too \\(\\[Errno 13\\] Permission denied.*; caching in memory only",
+    ) as records:
         assert store.get("m", req("x")) is None
         store.put("m", req("x"), Completion("in memory"))
         hit = store.get("m", req("x"))

@@ -109,7 +109,9 @@ def test_a_docstring_with_sections_but_no_task_description_is_refused() -> None:
         text: the text to read.
         """
 
-    with pytest.raises(SignatureError, match="the docstring has no description of the task before its sections") as raised:
+    with pytest.raises(
+        SignatureError, match="the docstring has no description of the task before its sections"
+    ) as raised:
         build_signature(no_task)
     assert raised.value.code == rules.DOCSTRING
 

@@ -210,9 +210,11 @@ def test_checks_run_in_registration_order_and_the_first_failure_is_fed_back() ->
     # the first reply fails only the second check; the second reply fails the first (so the
     # second never runs); the third passes both, in order
     assert calls == [
-        "not_empty(far too many words)", "short(far too many words)",
+        "not_empty(far too many words)",
+        "short(far too many words)",
         "not_empty( )",
-        "not_empty(ok)", "short(ok)",
+        "not_empty(ok)",
+        "short(ok)",
     ]
     assert "the title is too long" in model.requests[1].messages[-1].content
     assert "the title is empty" in model.requests[2].messages[-1].content

@@ -111,7 +111,7 @@ def test_example_fields_are_attributes_and_a_read_only_mapping() -> None:
 def test_a_missing_field_is_an_attribute_error_naming_the_fields() -> None:
     example = Example(text="hi", intent="other")
     with pytest.raises(AttributeError, match=r"no field 'label'; its fields are text, intent"):
-        example.label
+        example.label  # noqa: B018  (reading it is the test)
     assert not hasattr(example, "label")
 
 
@@ -155,7 +155,10 @@ def test_inputs_and_labels_depend_on_the_target() -> None:
 
 def test_load_jsonl_with_and_without_a_column_mapping(tmp_path: Path) -> None:
     path = tmp_path / "data.jsonl"
-    lines = [{"message": "Refund me", "intent": "refund", "id": 1}, {"message": "Where is it?", "intent": "delivery", "id": 2}]
+    lines = [
+        {"message": "Refund me", "intent": "refund", "id": 1},
+        {"message": "Where is it?", "intent": "delivery", "id": 2},
+    ]
     path.write_text("\n".join(json.dumps(line) for line in lines) + "\n\n")
     assert load_examples(path) == [Example(**line) for line in lines]
     mapped = load_examples(path, columns={"message": "review", "intent": "label"})
@@ -171,7 +174,10 @@ def test_load_csv_with_and_without_a_column_mapping(tmp_path: Path) -> None:
         Example(message="Refund me, please", intent="refund", note=""),
         Example(message="Where is it?", intent="delivery", note="late"),
     ]
-    assert load_examples(path, columns={"message": "text"}) == [Example(text="Refund me, please"), Example(text="Where is it?")]
+    assert load_examples(path, columns={"message": "text"}) == [
+        Example(text="Refund me, please"),
+        Example(text="Where is it?"),
+    ]
     assert len(load_examples(path, limit=1)) == 1
 
 
@@ -283,7 +289,10 @@ def test_more_than_max_errors_stops_and_carries_the_partial_result() -> None:
         Example(review="Good.", label="positive"),
     ]
     model = scripted()
-    with lmdsl.using(model=model), pytest.raises(EvaluationError, match=r"stopped after 2 errors \(max_errors=1\)") as caught:
+    with (
+        lmdsl.using(model=model),
+        pytest.raises(EvaluationError, match=r"stopped after 2 errors \(max_errors=1\)") as caught,
+    ):
         evaluate(sentiment, examples, correct, threads=1, max_errors=1, progress=False)
     partial = caught.value.result
     assert isinstance(caught.value, lmdsl.LMDSLError)
@@ -335,7 +344,10 @@ def test_a_metric_with_an_optional_third_parameter_gets_the_trace_and_a_bad_metr
 
 
 def test_evaluate_a_program() -> None:
-    examples = [Example(review="A great film.", expected="positive:film"), Example(review="Dull.", expected="positive:film")]
+    examples = [
+        Example(review="A great film.", expected="positive:film"),
+        Example(review="Dull.", expected="positive:film"),
+    ]
     with lmdsl.using(model=scripted()):
         result = evaluate(analyse, examples, lambda ex, pred: pred == ex.expected, progress=False)
     assert result.score == 50.0

@@ -78,10 +78,7 @@ def test_prompt_holds_instructions_fields_schema_and_input() -> None:
 
 def test_output_shape_is_a_readable_sketch_with_descriptions_as_comments() -> None:
     assert answer.output_format.shape == (
-        "{\n"
-        '  "reasoning": string,\n'
-        '  "answer": string // a short factoid answer, 1-5 words\n'
-        "}"
+        '{\n  "reasoning": string,\n  "answer": string // a short factoid answer, 1-5 words\n}'
     )
     assert count_words.output_format.shape == '{"count_words": integer}'
 
@@ -293,7 +290,9 @@ def test_a_functions_own_temperature_reaches_the_request_and_beats_the_configure
 
 
 def test_a_chain_of_thought_reply_without_reasoning_is_rejected_and_retried() -> None:
-    model = lmdsl.ScriptedModel([{"answer": "Paris"}, {"reasoning": 7, "answer": "Paris"}, {"reasoning": "r", "answer": "Paris"}])
+    model = lmdsl.ScriptedModel(
+        [{"answer": "Paris"}, {"reasoning": 7, "answer": "Paris"}, {"reasoning": "r", "answer": "Paris"}]
+    )
     with lmdsl.using(model=model):
         record = answer.invoke({"question": "Capital?", "context": ["Paris is the capital."]})
     assert record.output == Answer(answer="Paris") and record.reasoning == "r"

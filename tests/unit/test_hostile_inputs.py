@@ -339,7 +339,11 @@ def test_any_parameter_file_bytes_load_or_raise_an_artifact_error(tmp_path: Path
     path = tmp_path / "hostile.json"
     valid = json.loads(_params_file(tmp_path).read_text())
     valid["functions"]["route"]["instructions"] = text
-    for content in (data, json.dumps(valid).encode(), json.dumps(valid, ensure_ascii=False).encode("utf-8", "surrogatepass")):
+    for content in (
+        data,
+        json.dumps(valid).encode(),
+        json.dumps(valid, ensure_ascii=False).encode("utf-8", "surrogatepass"),
+    ):
         path.write_bytes(content)
         try:
             routed.load(path)
@@ -399,20 +403,57 @@ def _validation_error() -> Exception:
 @pytest.mark.parametrize(
     ("value", "error", "message"),
     [
-        ([1, "x"], _validation_error(), "input field 'xs.1': Input should be a valid integer, unable to parse string as an integer"),
-        ([], RecursionError("maximum recursion depth exceeded"), "input field 'xs' is nested too deeply to send to a model"),
-        ([], ValueError("Recursion error - cyclic reference detected"), "input field 'xs' contains itself (a cycle), which has no JSON form"),
+        (
+            [1, "x"],
+            _validation_error(),
+            "input field 'xs.1': Input should be a valid integer, unable to parse string as an integer",
+        ),
+        (
+            [],
+            RecursionError("maximum recursion depth exceeded"),
+            "input field 'xs' is nested too deeply to send to a model",
+        ),
+        (
+            [],
+            ValueError("Recursion error - cyclic reference detected"),
+            "input field 'xs' contains itself (a cycle), which has no JSON form",
+        ),
         ([], RecursionError("cyclic? no: too deep"), "input field 'xs' is nested too deeply to send to a model"),
-        ([], ValueError("Error serializing to JSON: ValueError: Circular reference detected (id repeated)"),
-         "input field 'xs' contains itself (a cycle), which has no JSON form"),
+        (
+            [],
+            ValueError("Error serializing to JSON: ValueError: Circular reference detected (id repeated)"),
+            "input field 'xs' contains itself (a cycle), which has no JSON form",
+        ),
         ([], ValueError("a Cyclic structure"), "input field 'xs' contains itself (a cycle), which has no JSON form"),
-        (["ok", ["\udc80"]], ValueError("anything"), "input field 'xs[1][0]': it is not valid Unicode (a lone surrogate U+DC80 at position 0)"),
-        ([], UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed"), "input field 'xs': it is not valid Unicode"),
-        ([], ValueError("'utf-8' codec can't encode: surrogates not allowed"), "input field 'xs': it is not valid Unicode"),
+        (
+            ["ok", ["\udc80"]],
+            ValueError("anything"),
+            "input field 'xs[1][0]': it is not valid Unicode (a lone surrogate U+DC80 at position 0)",
+        ),
+        (
+            [],
+            UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed"),
+            "input field 'xs': it is not valid Unicode",
+        ),
+        (
+            [],
+            ValueError("'utf-8' codec can't encode: surrogates not allowed"),
+            "input field 'xs': it is not valid Unicode",
+        ),
         ([], ValueError("something else \udc00"), "input field 'xs': something else \\udc00"),
     ],
-    ids=["validation", "recursion", "pydantic-cycle", "recursion-error-saying-cyclic", "circular", "cyclic", "surrogate-path", "unicode-error",
-         "surrogate-message", "other"],
+    ids=[
+        "validation",
+        "recursion",
+        "pydantic-cycle",
+        "recursion-error-saying-cyclic",
+        "circular",
+        "cyclic",
+        "surrogate-path",
+        "unicode-error",
+        "surrogate-message",
+        "other",
+    ],
 )
 def test_each_kind_of_input_failure_gets_its_own_message(value: Any, error: Exception, message: str) -> None:
     from lmdsl.signature import input_error

@@ -11,13 +11,20 @@ from typing import Any, Literal
 import pytest
 
 import lmdsl
-from lmdsl.data import Example
-from lmdsl.lm.types import Request
 from lmdsl.compiler import BootstrapFewShot, LabeledFewShot, RandomSearch, compile_program, optimize
 from lmdsl.compiler.artifact import write_artifact
+from lmdsl.data import Example
+from lmdsl.lm.types import Request
 from lmdsl.program import StaleArtifactWarning
 
-WORDS = {"great": "positive", "loved": "positive", "fine": "positive", "awful": "negative", "boring": "negative", "hated": "negative"}
+WORDS = {
+    "great": "positive",
+    "loved": "positive",
+    "fine": "positive",
+    "awful": "negative",
+    "boring": "negative",
+    "hated": "negative",
+}
 
 
 @lmdsl.fuzzy
@@ -54,10 +61,22 @@ def examples(*pairs: tuple[str, str]) -> list[Example]:
     return [Example(text=text, label=label) for text, label in pairs]
 
 
-TRAIN = examples(("Great film!", "positive"), ("Awful plot.", "negative"), ("Loved it.", "positive"),
-                 ("So boring...", "negative"), ("Fine acting.", "positive"), ("Hated it!", "negative"))
-DEV = examples(("GREAT!", "positive"), ("awful", "negative"), ("boring, boring", "negative"),
-               ("loved the music", "positive"), ("hated the end", "negative"), ("fine", "positive"))
+TRAIN = examples(
+    ("Great film!", "positive"),
+    ("Awful plot.", "negative"),
+    ("Loved it.", "positive"),
+    ("So boring...", "negative"),
+    ("Fine acting.", "positive"),
+    ("Hated it!", "negative"),
+)
+DEV = examples(
+    ("GREAT!", "positive"),
+    ("awful", "negative"),
+    ("boring, boring", "negative"),
+    ("loved the music", "positive"),
+    ("hated the end", "negative"),
+    ("fine", "positive"),
+)
 
 
 def exact(example: Example, prediction: str) -> bool:
@@ -76,7 +95,11 @@ def test_labelled_few_shot_takes_demos_from_the_training_set() -> None:
     named = [example.with_fields(sentiment=example.label) for example in TRAIN]
     compiled = LabeledFewShot(k=3, seed=None).compile(classify, named, exact)
     demos = compiled.params["sentiment"].demos
-    assert [(d.inputs["text"], d.output) for d in demos] == [("Great film!", "positive"), ("Awful plot.", "negative"), ("Loved it.", "positive")]
+    assert [(d.inputs["text"], d.output) for d in demos] == [
+        ("Great film!", "positive"),
+        ("Awful plot.", "negative"),
+        ("Loved it.", "positive"),
+    ]
     assert compiled.params["clean"].demos == ()  # no label named for clean's output
     assert compiled.lm_calls == 0
 
@@ -187,12 +210,12 @@ def test_mipro_searches_instructions_and_demos_deterministically() -> None:
     from lmdsl.compiler import MIPRO
 
     with lmdsl.using(model=lmdsl.ScriptedModel(respond_with_proposals)):
-        first = MIPRO(trials=6, minibatch_size=4, full_eval_every=3, instructions=3, demo_sets=4, seed=3, threads=2).compile(
-            classify, TRAIN, exact, devset=DEV
-        )
-        second = MIPRO(trials=6, minibatch_size=4, full_eval_every=3, instructions=3, demo_sets=4, seed=3, threads=2).compile(
-            classify, TRAIN, exact, devset=DEV
-        )
+        first = MIPRO(
+            trials=6, minibatch_size=4, full_eval_every=3, instructions=3, demo_sets=4, seed=3, threads=2
+        ).compile(classify, TRAIN, exact, devset=DEV)
+        second = MIPRO(
+            trials=6, minibatch_size=4, full_eval_every=3, instructions=3, demo_sets=4, seed=3, threads=2
+        ).compile(classify, TRAIN, exact, devset=DEV)
     assert first.baseline == pytest.approx(50.0)
     assert first.score == pytest.approx(100.0)
     assert len(first.params["sentiment"].demos) >= 2
@@ -206,7 +229,9 @@ def test_mipro_resumes_a_study_from_its_storage(tmp_path: Path) -> None:
     from lmdsl.compiler import MIPRO
 
     storage = f"sqlite:///{tmp_path / 'study.sqlite3'}"
-    options: dict[str, Any] = dict(minibatch_size=3, full_eval_every=2, instructions=2, demo_sets=3, seed=5, storage=storage, study_name="s")
+    options: dict[str, Any] = dict(
+        minibatch_size=3, full_eval_every=2, instructions=2, demo_sets=3, seed=5, storage=storage, study_name="s"
+    )
     with lmdsl.using(model=lmdsl.ScriptedModel(respond_with_proposals)):
         MIPRO(trials=3, **options).compile(classify, TRAIN, exact, devset=DEV)
         assert len(optuna.load_study(study_name="s", storage=storage).trials) == 3
@@ -220,8 +245,13 @@ def test_mipro_resumes_a_study_from_its_storage(tmp_path: Path) -> None:
 def test_compile_program_keeps_a_resumable_study_beside_the_artifact(tmp_path: Path) -> None:
     from lmdsl.compiler import MIPRO
 
-    @optimize(trainset=TRAIN, devset=DEV, metric=exact, artifact=tmp_path / "p.json",
-              optimizer=MIPRO(trials=2, instructions=1, demo_sets=3, minibatch_size=6))
+    @optimize(
+        trainset=TRAIN,
+        devset=DEV,
+        metric=exact,
+        artifact=tmp_path / "p.json",
+        optimizer=MIPRO(trials=2, instructions=1, demo_sets=3, minibatch_size=6),
+    )
     @lmdsl.program
     def resumable(text: str) -> str:
         return sentiment(clean(text))
@@ -243,14 +273,18 @@ def proposing(word: str, calls: list[str]) -> Callable[[Request], dict[str, Any]
 
 
 def instructions_of(compiled: Any) -> set[str]:
-    return {c.params["sentiment"].instructions for c in compiled.candidates} | {compiled.params["sentiment"].instructions}
+    return {c.params["sentiment"].instructions for c in compiled.candidates} | {
+        compiled.params["sentiment"].instructions
+    }
 
 
 def test_a_resumed_study_reuses_its_candidates_instead_of_proposing_again(tmp_path: Path) -> None:
     from lmdsl.compiler import MIPRO
 
     storage = f"sqlite:///{tmp_path / 'study.sqlite3'}"
-    options: dict[str, Any] = dict(minibatch_size=3, full_eval_every=2, instructions=3, demo_sets=3, seed=5, storage=storage)
+    options: dict[str, Any] = dict(
+        minibatch_size=3, full_eval_every=2, instructions=3, demo_sets=3, seed=5, storage=storage
+    )
     first_calls: list[str] = []
     with lmdsl.using(model=lmdsl.ScriptedModel(proposing("Alpha", first_calls))):
         first = MIPRO(trials=2, **options).compile(classify, TRAIN, exact, devset=DEV)
@@ -270,7 +304,9 @@ def test_workers_that_start_together_end_up_searching_one_set_of_candidates(tmp_
 
     from lmdsl.compiler import MIPRO
 
-    options: dict[str, Any] = dict(minibatch_size=3, full_eval_every=2, instructions=2, demo_sets=3, seed=5, study_name="shared")
+    options: dict[str, Any] = dict(
+        minibatch_size=3, full_eval_every=2, instructions=2, demo_sets=3, seed=5, study_name="shared"
+    )
     other = f"sqlite:///{tmp_path / 'other.sqlite3'}"
     with lmdsl.using(model=lmdsl.ScriptedModel(proposing("Beta", []))):
         MIPRO(trials=1, storage=other, **options).compile(classify, TRAIN, exact, devset=DEV)
@@ -288,17 +324,28 @@ def test_workers_that_start_together_end_up_searching_one_set_of_candidates(tmp_
     with lmdsl.using(model=lmdsl.ScriptedModel(another_worker_stores_first)):
         compiled = MIPRO(trials=4, storage=storage, **options).compile(classify, TRAIN, exact, devset=DEV)
     assert ours  # this worker did propose its own ...
-    assert all(text.startswith(("Beta", "Classify")) for text in instructions_of(compiled))  # ... and searched the stored ones
+    assert all(
+        text.startswith(("Beta", "Classify")) for text in instructions_of(compiled)
+    )  # ... and searched the stored ones
     study = optuna.load_study(study_name="shared", storage=storage)
     assert study.user_attrs["candidates"] == theirs
     digests = {t.user_attrs["candidates"] for t in study.trials}
-    assert len(digests) == 1 and all(t.user_attrs["worker"].endswith(f":{__import__('os').getpid()}") for t in study.trials)
+    assert len(digests) == 1 and all(
+        t.user_attrs["worker"].endswith(f":{__import__('os').getpid()}") for t in study.trials
+    )
 
 
 def test_a_named_study_started_for_other_data_is_refused(tmp_path: Path) -> None:
     from lmdsl.compiler import MIPRO
 
-    optimizer = MIPRO(trials=1, instructions=1, demo_sets=2, minibatch_size=6, storage=f"sqlite:///{tmp_path / 's.sqlite3'}", study_name="s")
+    optimizer = MIPRO(
+        trials=1,
+        instructions=1,
+        demo_sets=2,
+        minibatch_size=6,
+        storage=f"sqlite:///{tmp_path / 's.sqlite3'}",
+        study_name="s",
+    )
     optimizer.compile(classify, TRAIN, exact, devset=DEV)
     optimizer.compile(classify, TRAIN, exact, devset=DEV)  # the same setup resumes
     with pytest.raises(lmdsl.ConfigurationError, match="another version of classify"):
@@ -319,15 +366,22 @@ def test_a_changed_program_compiles_into_a_new_study_beside_the_artifact(tmp_pat
         """Classify the sentiment of a movie review."""
 
     def build(labeller: lmdsl.FuzzyFunction[[str], Literal["positive", "negative"]]) -> lmdsl.Program[[str], str]:
-        @optimize(trainset=TRAIN, devset=DEV, metric=exact, artifact=tmp_path / "p.json",
-                  optimizer=MIPRO(trials=1, instructions=1, demo_sets=2, minibatch_size=6))
+        @optimize(
+            trainset=TRAIN,
+            devset=DEV,
+            metric=exact,
+            artifact=tmp_path / "p.json",
+            optimizer=MIPRO(trials=1, instructions=1, demo_sets=2, minibatch_size=6),
+        )
         @lmdsl.program
         def labelled(text: str) -> str:
             return labeller(text)
 
         return labelled
 
-    with lmdsl.using(model=lmdsl.ScriptedModel(lambda r: {"short" if '"short"' in (r.json_schema or "") else "longer": "positive"})):
+    with lmdsl.using(
+        model=lmdsl.ScriptedModel(lambda r: {"short" if '"short"' in (r.json_schema or "") else "longer": "positive"})
+    ):
         compile_program(build(short))
         compile_program(build(longer))
     storage = f"sqlite:///{tmp_path / 'p.json.optuna.sqlite3'}"
@@ -359,7 +413,9 @@ def test_a_token_budget_stops_the_search(optimizer: str) -> None:
     from lmdsl.compiler import MIPRO
 
     unbounded = (
-        RandomSearch(candidates=8, threads=1) if optimizer == "random search" else MIPRO(trials=8, instructions=1, minibatch_size=3, threads=1)
+        RandomSearch(candidates=8, threads=1)
+        if optimizer == "random search"
+        else MIPRO(trials=8, instructions=1, minibatch_size=3, threads=1)
     ).compile(classify, TRAIN, exact, devset=DEV)
     bounded = (
         RandomSearch(candidates=8, threads=1, max_total_tokens=unbounded.tokens // 3)
@@ -377,8 +433,16 @@ def test_a_storage_url_for_an_optimizer_without_a_study_is_refused(tmp_path: Pat
 
 @pytest.mark.parametrize(
     ("value", "threshold", "passes"),
-    [(True, None, True), (False, None, False), (1.0, None, True), (0.999, None, False),
-     (0.5, 0.5, True), (0.4999, 0.5, False), (0.0, 0.0, True), (1, 1.0, True)],
+    [
+        (True, None, True),
+        (False, None, False),
+        (1.0, None, True),
+        (0.999, None, False),
+        (0.5, 0.5, True),
+        (0.4999, 0.5, False),
+        (0.0, 0.0, True),
+        (1, 1.0, True),
+    ],
 )
 def test_a_run_passes_the_bootstrap_metric_at_one_or_at_the_threshold_exactly(
     value: float | bool, threshold: float | None, passes: bool

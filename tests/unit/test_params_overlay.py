@@ -12,7 +12,7 @@ import lmdsl
 from lmdsl.compiler import RandomSearch
 from lmdsl.lm.types import Request
 from lmdsl.params import Demo, Params, overlaid
-from tests.unit.test_optimize import DEV, TRAIN, clean, classify, demo_count, exact, respond, sentiment
+from tests.unit.test_optimize import DEV, TRAIN, classify, clean, demo_count, exact, respond, sentiment
 
 ONE = Params("Say which.", (Demo({"text": "good"}, "positive"),))
 TWO = Params("Only say which.", (Demo({"text": "bad"}, "negative"), Demo({"text": "nice"}, "positive")))
@@ -121,4 +121,7 @@ def test_two_compiles_score_candidates_at_once_while_a_third_thread_keeps_the_pr
         assert compiled.params == alone.params
         assert [(c.label, c.score) for c in compiled.candidates] == [(c.label, c.score) for c in alone.candidates]
     assert alone.score is not None and alone.baseline is not None and alone.score > alone.baseline
-    assert classify.params == {"clean": Params(clean.signature.instructions), "sentiment": Params(sentiment.signature.instructions)}
+    assert classify.params == {
+        "clean": Params(clean.signature.instructions),
+        "sentiment": Params(sentiment.signature.instructions),
+    }

@@ -94,7 +94,9 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
     try:
         multihop.save(path)
         data = json.loads(path.read_text())
-        assert data["functions"]["answer"]["demos"] == [{"inputs": {"question": "q?", "notes": ["n"]}, "output": "a", "reasoning": None}]
+        assert data["functions"]["answer"]["demos"] == [
+            {"inputs": {"question": "q?", "notes": ["n"]}, "output": "a", "reasoning": None}
+        ]
         answer.reset_params()
         multihop.load(path)
         assert answer.params.instructions == "Answer briefly."
@@ -133,7 +135,10 @@ def test_loading_a_stale_file_names_the_changed_function(tmp_path: Path) -> None
         (b"\x00\xff garbage", "not valid JSON"),
         (b"[1, 2, 3]", "not a parameter file"),
         (b'{"format": "pickle", "program": "x", "functions": {}}', "format 'pickle'"),
-        (b'{"format": "lmdsl-params/1", "program": "x", "functions": {"answer": {"signature": 1}}}', "not a parameter file"),
+        (
+            b'{"format": "lmdsl-params/1", "program": "x", "functions": {"answer": {"signature": 1}}}',
+            "not a parameter file",
+        ),
         (b"[" * 100000 + b"]" * 100000, "not valid JSON"),
     ],
 )

@@ -38,7 +38,7 @@ NAMESPACE = types.SimpleNamespace(quiet=whisper)
 
 @lmdsl.program
 def through_attributes(text: str) -> str:
-    return NAMESPACE.quiet(Steps.loud(text))
+    return str(NAMESPACE.quiet(Steps.loud(text)))
 
 
 @lmdsl.program
@@ -107,4 +107,4 @@ def test_a_function_passed_as_an_argument_is_compiled(tmp_path: Path) -> None:
 @pytest.mark.parametrize("value", [True, -1, 1.0, "2"])
 def test_max_backtracks_must_be_a_whole_number(value: object) -> None:
     with pytest.raises(TypeError, match="max_backtracks must be a whole number"):
-        lmdsl.program(max_backtracks=value)(applying.__wrapped__)  # type: ignore[arg-type]
+        lmdsl.program(max_backtracks=value)(applying.__wrapped__)  # type: ignore[call-overload]

@@ -10,7 +10,7 @@ it, so a change to any constant shows up here.
 from __future__ import annotations
 
 import enum
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 import pytest
 from pydantic import BaseModel, Field
@@ -26,7 +26,7 @@ class Color(enum.Enum):
 
 class Inner(BaseModel):
     x: int
-    y: Optional[str] = None
+    y: str | None = None
 
 
 class Outer(BaseModel):
@@ -36,7 +36,7 @@ class Outer(BaseModel):
     table: dict[str, float]
     color: Color
     flag: bool = False
-    note: Union[int, str, None] = None
+    note: int | str | None = None
 
 
 def f_number(q: str) -> float:
@@ -253,9 +253,12 @@ def nested_fields(levels: int) -> str:
         ("additionalProperties", '{"<key>": ' * 9 + "any" + ", ...}" * 9),
         ("properties", nested_fields(8)),
         # a $ref costs a level of its own: the definition is one deeper, its fields two
-        ("$ref", '{\n  "v": 0, // optional\n  "n": {\n    "v": 1, // optional\n    "n": {\n      "v": 2, // optional\n'
-                 '      "n": {\n        "v": 3, // optional\n        "n": any // optional\n      } // optional\n'
-                 "    } // optional\n  } // optional\n}"),
+        (
+            "$ref",
+            '{\n  "v": 0, // optional\n  "n": {\n    "v": 1, // optional\n    "n": {\n      "v": 2, // optional\n'
+            '      "n": {\n        "v": 3, // optional\n        "n": any // optional\n      } // optional\n'
+            "    } // optional\n  } // optional\n}",
+        ),
     ],
 )
 def test_depth_is_counted_through_every_construct(kind: str, expected: str) -> None:
@@ -264,7 +267,9 @@ def test_depth_is_counted_through_every_construct(kind: str, expected: str) -> N
 
 
 def test_a_model_inside_a_union_keeps_its_indentation() -> None:
-    schema = {"anyOf": [{"type": "object", "properties": {"a": {"type": "integer", "description": "x"}}}, {"type": "null"}]}
+    schema = {
+        "anyOf": [{"type": "object", "properties": {"a": {"type": "integer", "description": "x"}}}, {"type": "null"}]
+    }
     assert describe_shape(schema, {}, 4) == '{\n      "a": integer // x\n    } | null'
 
 

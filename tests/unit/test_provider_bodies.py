@@ -180,8 +180,11 @@ OPENAI_BAD: dict[str, Reply] = {
     "tool call arguments not text": changed(
         OPENAI_OK,
         ("choices", 0, "message"),
-        {"role": "assistant", "content": None,
-         "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "reply", "arguments": {"a": 1}}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "reply", "arguments": {"a": 1}}}],
+        },
     ),
 }
 
@@ -314,7 +317,9 @@ def test_a_lone_surrogate_comes_through_unchanged(api: Api) -> None:
 
 def test_a_lone_surrogate_is_reasked_by_the_call_loop(api: Api, tmp_path: Any) -> None:
     bad = {"category": "b\ud800ug", "urgent": True}
-    api.serve(api.valid, openai_message(json.dumps(bad, ensure_ascii=False)) if api.name == "openai" else claude_tool(bad))
+    api.serve(
+        api.valid, openai_message(json.dumps(bad, ensure_ascii=False)) if api.name == "openai" else claude_tool(bad)
+    )
     with lmdsl.using(model=api.backend(), cache=True, cache_dir=tmp_path):  # the cache stores it on the way
         assert triage("It crashes.") == Ticket(category="bug", urgent=True)
     first, second = lmdsl.history()[-1].attempts
@@ -352,8 +357,9 @@ def test_openai_valid_variants(openai: Api) -> None:
     assert backend.complete(PLAIN).text == "I can't help with that."
     call = {"id": "c1", "type": "function", "function": {"name": "reply", "arguments": '{"category": "bug"}'}}
     tool = {"role": "assistant", "content": None, "tool_calls": [call]}
-    openai.serve(changed(changed(OPENAI_OK, ("choices", 0, "message"), tool), ("choices", 0, "finish_reason"),
-                         "tool_calls"))
+    openai.serve(
+        changed(changed(OPENAI_OK, ("choices", 0, "message"), tool), ("choices", 0, "finish_reason"), "tool_calls")
+    )
     assert backend.complete(PLAIN).text == '{"category": "bug"}'
     openai.serve(changed(OPENAI_OK, ("choices", 0, "message", "content"), "emoji \U0001f600 and \u00e9"))
     assert backend.complete(PLAIN).text == "emoji \U0001f600 and \u00e9"
@@ -405,7 +411,7 @@ def test_an_html_502_is_retried_and_reads_well(api: Api) -> None:
         (500, b'{"error": "model \'x\' crashed"}', "model 'x' crashed"),  # Ollama's shape
         (500, b'{"detail": "worker died"}', "worker died"),  # FastAPI's shape
         (500, b'{"object": "error", "message": "out of memory", "code": 500}', "out of memory"),  # vLLM's
-        (500, b"{\"error\": {\"message\": 42}}", "{'message': 42}"),
+        (500, b'{"error": {"message": 42}}', "{'message': 42}"),
         (500, b"\xff\xfe garbage \x00", "garbage"),
         (500, b"[" * 100_000, "[[["),
     ],
@@ -436,8 +442,18 @@ def test_an_html_400_is_a_request_error(api: Api) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["", "soon", "-5", "nan", "inf", "1e309", "Mon, 01 Jan 99999 00:00:00 GMT", "Mon, 01 Jan 0001 00:00:00 -0000",
-     "Mon, 01 Jan 2001 00:00:00 +9999", "Mon, 01 Jan 2001 00:00:00 GMT"],
+    [
+        "",
+        "soon",
+        "-5",
+        "nan",
+        "inf",
+        "1e309",
+        "Mon, 01 Jan 99999 00:00:00 GMT",
+        "Mon, 01 Jan 0001 00:00:00 -0000",
+        "Mon, 01 Jan 2001 00:00:00 +9999",
+        "Mon, 01 Jan 2001 00:00:00 GMT",
+    ],
 )
 def test_an_odd_retry_after_is_a_wait_or_a_provider_error(api: Api, value: str) -> None:
     error = openai_error if api.name == "openai" else claude_error
@@ -454,7 +470,8 @@ def test_an_odd_retry_after_is_a_wait_or_a_provider_error(api: Api, value: str) 
 def _json_values(text: st.SearchStrategy[str]) -> st.SearchStrategy[Any]:
     leaves = st.none() | st.booleans() | st.integers() | st.floats() | text
     return st.recursive(
-        leaves, lambda children: st.lists(children, max_size=4) | st.dictionaries(text, children, max_size=4),
+        leaves,
+        lambda children: st.lists(children, max_size=4) | st.dictionaries(text, children, max_size=4),
         max_leaves=12,
     )
 
@@ -512,7 +529,8 @@ def _bodies(provider: str) -> st.SearchStrategy[Reply]:
     any_json = JSON_VALUES.map(lambda value: Reply(raw=json.dumps(value).encode()))
     truncated = st.builds(
         lambda body, cut: Reply(raw=json.dumps(body).encode()[:cut]),
-        st.sampled_from(VALID_BODIES[provider]), st.integers(0, 400),
+        st.sampled_from(VALID_BODIES[provider]),
+        st.integers(0, 400),
     )
     bodies = st.one_of(raw, any_json, truncated, _mutated(provider), _mutated(provider))
     return st.builds(lambda reply, status: replace(reply, status=status), bodies, STATUSES)
@@ -573,9 +591,7 @@ def test_claude_any_body_is_a_completion_or_an_lmdsl_error(
     _run(claude, reply, request_, typed, output=output)
 
 
-def test_an_sdk_that_refuses_before_sending_is_a_provider_error(
-    openai: Api, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_sdk_that_refuses_before_sending_is_a_provider_error(openai: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     """A client library that raises something of its own before any request (as anthropic's
     does for a non-streaming request it expects to outlast its timeout): an lmdsl error naming
     it, with the key removed, not retried."""

@@ -87,11 +87,20 @@ def _claude_raw(text: str) -> Reply:
 
 
 CLAUDE = Provider(
-    "anthropic", CLAUDE_KEY, "ANTHROPIC_API_KEY", claude_tool, _claude_raw, claude_error,
+    "anthropic",
+    CLAUDE_KEY,
+    "ANTHROPIC_API_KEY",
+    claude_tool,
+    _claude_raw,
+    claude_error,
     lambda url, **options: lmdsl.AnthropicModel("claude-test", api_key=CLAUDE_KEY, base_url=url, **options),
 )
 OPENAI = Provider(
-    "openai", OPENAI_KEY, "OPENAI_API_KEY", lambda data: openai_message(json.dumps(data)), openai_message,
+    "openai",
+    OPENAI_KEY,
+    "OPENAI_API_KEY",
+    lambda data: openai_message(json.dumps(data)),
+    openai_message,
     openai_error,
     lambda url, **options: lmdsl.OpenAIModel("test-model", api_key=OPENAI_KEY, base_url=f"{url}/v1", **options),
 )
@@ -166,20 +175,29 @@ def test_claude_gets_system_blocks_a_forced_tool_and_the_prefix_marked_for_cachi
     body = claude.server.requests[0].body
     assert body["model"] == "claude-test" and body["max_tokens"] == lmdsl.history()[-1].attempts[0].request.max_tokens
     assert "temperature" not in body  # the Messages API version the SDK speaks has no sampling parameters
-    assert body["system"] == [{"type": "text", "text": (
-        "Classify the review.\n\nInputs:\n- review (str)\n\n"
-        'Reply with one JSON object of this shape.\n{"label": "positive" | "negative"}'
-    )}]
+    assert body["system"] == [
+        {
+            "type": "text",
+            "text": (
+                "Classify the review.\n\nInputs:\n- review (str)\n\n"
+                'Reply with one JSON object of this shape.\n{"label": "positive" | "negative"}'
+            ),
+        }
+    ]
     turns = body["messages"]
     assert [turn["role"] for turn in turns] == ["user", "assistant", "user", "assistant", "user"]
     marked = [i for i, turn in enumerate(turns) if "cache_control" in turn["content"][0]]
     assert marked == [3]  # the last demonstration: the end of the static prefix
     assert turns[3]["content"][0] == {
-        "type": "text", "text": '{"label": "negative"}', "cache_control": {"type": "ephemeral"},
+        "type": "text",
+        "text": '{"label": "negative"}',
+        "cache_control": {"type": "ephemeral"},
     }
     (tool,) = body["tools"]
     assert tool["name"] == "reply" and body["tool_choice"] == {
-        "type": "tool", "name": "reply", "disable_parallel_tool_use": True,
+        "type": "tool",
+        "name": "reply",
+        "disable_parallel_tool_use": True,
     }
     assert {k: v for k, v in tool["input_schema"].items() if k != "title"} == {
         "type": "object",
@@ -202,11 +220,18 @@ def test_openai_gets_a_json_schema_response_format(openai: Api) -> None:
     body = openai.server.requests[0].body
     assert body["response_format"] == {
         "type": "json_schema",
-        "json_schema": {"name": "reply", "strict": False, "schema": {
-            "type": "object",
-            "properties": {"category": {"enum": ["billing", "bug", "other"], "type": "string"}, "urgent": {"type": "boolean"}},
-            "required": ["category", "urgent"],
-        }},
+        "json_schema": {
+            "name": "reply",
+            "strict": False,
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "category": {"enum": ["billing", "bug", "other"], "type": "string"},
+                    "urgent": {"type": "boolean"},
+                },
+                "required": ["category", "urgent"],
+            },
+        },
     }
     assert body["temperature"] == 0.3 and body["max_tokens"] > 0 and body["model"] == "test-model"
     assert [m["role"] for m in body["messages"]] == ["system", "user"]
@@ -325,7 +350,9 @@ def test_retry_after_as_an_http_date_waits_until_then(monkeypatch: pytest.Monkey
     assert hosted._retry_after({}) is None
 
 
-@pytest.mark.parametrize(("status", "header", "retried"), [(400, "true", True), (503, "false", False), (503, "maybe", True)])
+@pytest.mark.parametrize(
+    ("status", "header", "retried"), [(400, "true", True), (503, "false", False), (503, "maybe", True)]
+)
 def test_x_should_retry_overrides_the_status(api: Api, status: int, header: str, retried: bool) -> None:
     api.server.script(api.provider.error(status, "Said so", {"x-should-retry": header}))
     with lmdsl.using(model=api.backend(), cache=False):
@@ -480,15 +507,14 @@ def test_an_evaluation_stays_within_the_bound(claude: Api) -> None:
     claude.server.gather = 2
     devset = [lmdsl.Example(message=f"message {n}", category="bug") for n in range(8)]
     with lmdsl.using(model=claude.backend(max_concurrency=2), cache=False):
-        result = lmdsl.evaluate(triage, devset, lambda example, ticket: ticket.category == example.category,
-                                threads=8, progress=False)
+        result = lmdsl.evaluate(
+            triage, devset, lambda example, ticket: ticket.category == example.category, threads=8, progress=False
+        )
     assert result.score == 100.0 and claude.server.peak == 2
 
 
 # -- model strings ------------------------------------------------------------------------
-def test_model_strings_name_the_hosted_backends(
-    claude: Api, openai: Api, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_model_strings_name_the_hosted_backends(claude: Api, openai: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", CLAUDE_KEY)
     monkeypatch.setenv("ANTHROPIC_BASE_URL", claude.server.url)
     model = f"anthropic:claude-{claude.server.url.rsplit(':', 1)[1]}"  # a new string: resolve_model caches per string

@@ -37,7 +37,7 @@ class Order(BaseModel):
     customer: str
     items: list[Item]
     rush: bool
-    note: Optional[str] = None
+    note: str | None = None
 
 
 class Contact(TypedDict):
@@ -48,9 +48,7 @@ class Contact(TypedDict):
 text = st.text(max_size=30)
 finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
 items = st.builds(Item, name=text, quantity=st.integers(), tags=st.lists(text, max_size=3))
-orders = st.builds(
-    Order, customer=text, items=st.lists(items, max_size=3), rush=st.booleans(), note=st.none() | text
-)
+orders = st.builds(Order, customer=text, items=st.lists(items, max_size=3), rush=st.booleans(), note=st.none() | text)
 contacts = st.fixed_dictionaries({"name": text, "age": st.integers()})
 
 CASES: list[tuple[Any, st.SearchStrategy[Any]]] = [
@@ -91,12 +89,12 @@ def test_round_trip_of_every_supported_type() -> None:
 
         @settings(max_examples=40, deadline=None)
         @given(values)
-        def check(value: Any) -> None:
-            text = fmt.render(value)
+        def check(value: Any) -> None:  # run at once, inside this turn of the loop
+            text = fmt.render(value)  # noqa: B023
             json.loads(text)
-            parsed, reasoning = fmt.parse(text)
-            assert parsed == value, (annotation, value, parsed)
-            assert type(parsed) is type(value), (annotation, type(value), type(parsed))
+            parsed, reasoning = fmt.parse(text)  # noqa: B023
+            assert parsed == value, (annotation, value, parsed)  # noqa: B023
+            assert type(parsed) is type(value), (annotation, type(value), type(parsed))  # noqa: B023
             assert reasoning is None
 
         check()
@@ -109,9 +107,9 @@ def test_round_trip_through_a_call_with_reasoning() -> None:
         @settings(max_examples=15, deadline=None)
         @given(values, text)
         def check(value: Any, reasoning: str) -> None:
-            reply = fn.output_format.render(value, reasoning)
+            reply = fn.output_format.render(value, reasoning)  # noqa: B023  (run at once, inside this turn)
             with lmdsl.using(model=lmdsl.ScriptedModel([reply])):
-                record = fn.invoke({"request": "go"})
+                record = fn.invoke({"request": "go"})  # noqa: B023
             assert record.output == value and type(record.output) is type(value)
             assert record.reasoning == reasoning
 

@@ -76,7 +76,7 @@ def test_optimize_checks_the_metric_and_the_examples_against_the_program() -> No
 
 
 def test_optimize_accepts_a_metric_that_takes_a_wider_type_and_defaults_that_examples_omit() -> None:
-    def exact(example: lmdsl.Example, prediction: Optional[str]) -> bool:
+    def exact(example: lmdsl.Example, prediction: str | None) -> bool:
         return bool(prediction == example.label)
 
     @lmdsl.optimize(trainset=[lmdsl.Example(question="q", label="x")], metric=exact)
@@ -90,10 +90,20 @@ def test_optimize_accepts_a_metric_that_takes_a_wider_type_and_defaults_that_exa
 @pytest.mark.parametrize(
     ("parameter", "value", "expected"),
     [
-        (str, str, True), (str, int, False), (float, int, True), (int, bool, True), (bool, int, False),
-        (str, Literal["a", "b"], True), (int, Literal["a"], False), (Optional[str], str, True),
-        (str, Optional[str], False), (object, Answer, True), (Any, int, True), (BaseModel, Answer, True),
-        (Answer, str, False), (list[str], list[int], True),  # generics: not judged, accepted
+        (str, str, True),
+        (str, int, False),
+        (float, int, True),
+        (int, bool, True),
+        (bool, int, False),
+        (str, Literal["a", "b"], True),
+        (int, Literal["a"], False),
+        (Optional[str], str, True),
+        (str, Optional[str], False),
+        (object, Answer, True),
+        (Any, int, True),
+        (BaseModel, Answer, True),
+        (Answer, str, False),
+        (list[str], list[int], True),  # generics: not judged, accepted
     ],
 )
 def test_accepts_is_certain_when_it_rejects(parameter: Any, value: Any, expected: bool) -> None:
@@ -106,8 +116,13 @@ def write(folder: Path, name: str, source: str) -> Path:
     return path
 
 
-def test_lmdsl_check_lists_every_problem_in_a_folder_and_runs_no_main(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    write(tmp_path, "good.py", '''
+def test_lmdsl_check_lists_every_problem_in_a_folder_and_runs_no_main(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write(
+        tmp_path,
+        "good.py",
+        '''
         import lmdsl
 
         @lmdsl.fuzzy
@@ -116,8 +131,12 @@ def test_lmdsl_check_lists_every_problem_in_a_folder_and_runs_no_main(tmp_path: 
 
         if __name__ == "__main__":
             raise SystemExit("main ran")
-    ''')
-    write(tmp_path, "bad.py", '''
+    ''',
+    )
+    write(
+        tmp_path,
+        "bad.py",
+        '''
         import lmdsl
 
         @lmdsl.fuzzy
@@ -135,7 +154,8 @@ def test_lmdsl_check_lists_every_problem_in_a_folder_and_runs_no_main(tmp_path: 
         @fine.ensure
         def also(output: int) -> bool:
             return True
-    ''')
+    ''',
+    )
     write(tmp_path, "broken.py", "import this_module_does_not_exist\n")
     (tmp_path / ".hidden").mkdir()
     write(tmp_path / ".hidden", "skipped.py", "raise SystemExit('hidden folders are skipped')\n")

@@ -305,7 +305,9 @@ def test_builtins_that_run_or_inspect_code_are_refused() -> None:
     for code in ["eval('1')", "exec('x = 1')", "compile('1', 'f', 'eval')", "input()", "globals()", "vars()"]:
         violation(code + "\nresult = 1")
     # The real eval(), reached past the builtins: the audit hook refuses to compile.
-    assert "compiling code" in str(violation(OS_GLOBALS + "result = g['__builtins__']['eval']('2 + 2')", name_checks=False))
+    assert "compiling code" in str(
+        violation(OS_GLOBALS + "result = g['__builtins__']['eval']('2 + 2')", name_checks=False)
+    )
 
 
 @pytest.mark.parametrize(
@@ -360,7 +362,9 @@ def test_the_code_cannot_signal_the_parent(code: str, modules: set[str]) -> None
 
 def test_a_subprocess_is_refused_even_when_its_module_is_allowed(tmp_path: Path) -> None:
     path = tmp_path / "marker"
-    violation(f"import subprocess\nresult = subprocess.run(['touch', {str(path)!r}]).returncode", modules={"subprocess"})
+    violation(
+        f"import subprocess\nresult = subprocess.run(['touch', {str(path)!r}]).returncode", modules={"subprocess"}
+    )
     violation("import ctypes\nresult = ctypes.CDLL(None).getpid()", modules={"ctypes"})
     assert not path.exists()
 

@@ -32,6 +32,7 @@ from lmdsl.errors import (
     SandboxViolation,
 )
 from lmdsl.sandbox.parent import _kernel_confinement, _run_code
+
 # healthy_parent: the autouse fixture that checks no child or temporary directory is left behind
 from tests.unit.test_sandbox import OS_GLOBALS, SMALL, healthy_parent, limits, violation  # noqa: F401
 

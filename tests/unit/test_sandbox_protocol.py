@@ -146,15 +146,19 @@ def test_a_genuine_reply_is_read_as_before() -> None:
 )
 @given(data=st.binary(max_size=300) | messages(), then=st.sampled_from(["leave(0)", "leave(1)", "result = 1"]))
 def test_whatever_a_compromised_child_writes_the_parent_gives_a_typed_answer(data: bytes, then: str) -> None:
-    code = OS_GLOBALS + (
-        "for fd in range(3, 16):\n"
-        "    try:\n"
-        "        g['write'](fd, bytes(data))\n"
-        "    except OSError:\n"
-        "        pass\n"
-        "def leave(status):\n"
-        "    g['_exit'](status)\n"
-    ) + then
+    code = (
+        OS_GLOBALS
+        + (
+            "for fd in range(3, 16):\n"
+            "    try:\n"
+            "        g['write'](fd, bytes(data))\n"
+            "    except OSError:\n"
+            "        pass\n"
+            "def leave(status):\n"
+            "    g['_exit'](status)\n"
+        )
+        + then
+    )
     limits = SandboxLimits(wall_seconds=5.0, cpu_seconds=2, memory_bytes=128 * 2**20, output_bytes=256)
     try:
         result = _run_code(code, {"data": list(data)}, limits, name_checks=False)

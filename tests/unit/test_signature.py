@@ -46,7 +46,7 @@ SUPPORTED: list[Any] = [
     Point,
     Movie,
     list[Point],
-    dict[str, list[Optional[Color]]],
+    dict[str, list[Color | None]],
     Annotated[str, Field(description="d")],
 ]
 
@@ -133,7 +133,7 @@ def test_var_args_and_kwargs_are_rejected() -> None:
 
 
 def test_unresolvable_annotation_is_reported() -> None:
-    def broken(text: "Missing") -> str:  # type: ignore[name-defined]  # noqa: F821
+    def broken(text: Missing) -> str:  # type: ignore[name-defined]  # noqa: F821
         """Classify."""
         return ""
 

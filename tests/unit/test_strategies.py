@@ -235,11 +235,13 @@ def test_majority_counts_equal_pydantic_models_together() -> None:
     def classify(text: str) -> Label:
         """Classify the text."""
 
-    model = by_rollout({
-        0: {"label": "spam", "score": 0.5},
-        1: '{"score": 1, "label": "ham"}',  # the same model as rollout 2, written differently
-        2: {"label": "ham", "score": 1.0},
-    })
+    model = by_rollout(
+        {
+            0: {"label": "spam", "score": 0.5},
+            1: '{"score": 1, "label": "ham"}',  # the same model as rollout 2, written differently
+            2: {"label": "ham", "score": 1.0},
+        }
+    )
     with lmdsl.using(model=model):
         result = classify("buy now")
     assert isinstance(result, Label) and (result.label, result.score) == ("ham", 1.0)
