@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from lmdsl._version import __version__ as __version__
 from lmdsl.cache import CacheWarning
-from lmdsl.code_execution import ProgramOfThought, program_of_thought
 from lmdsl.compiler import (
     MIPRO,
     BootstrapFewShot,
@@ -77,22 +76,10 @@ from lmdsl.program import (
 from lmdsl.records import CallRecord, FunctionUsage, capture
 from lmdsl.sandbox import SandboxLimits
 from lmdsl.signature import Signature
-from lmdsl.strategies import (
-    BestOf,
-    ChainOfThought,
-    Generation,
-    Majority,
-    Predict,
-    Refine,
-    Run,
-    Strategy,
-    best_of,
-    chain_of_thought,
-    majority,
-    predict,
-    refine,
-)
-from lmdsl.tool_use import React, Tool, react
+from lmdsl.strategies.base import ChainOfThought, Generation, Predict, Run, Strategy, chain_of_thought, predict
+from lmdsl.strategies.program_of_thought import ProgramOfThought, program_of_thought
+from lmdsl.strategies.react import React, Tool, react
+from lmdsl.strategies.sampling import BestOf, Majority, Refine, best_of, majority, refine
 
 __all__ = [
     "AnthropicModel",

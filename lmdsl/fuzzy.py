@@ -30,7 +30,7 @@ from lmdsl.params import OVERLAY, Demo, Params
 from lmdsl.prompt import InvalidOutput, OutputFormat, Prompt, retry_request
 from lmdsl.records import CallObserver, CallRecord, FunctionUsage, UsageCounter, observers
 from lmdsl.signature import Signature, build_signature
-from lmdsl.strategies import Generation, Strategy, predict
+from lmdsl.strategies.base import Generation, Strategy, predict
 from lmdsl.unicode import printable, surrogate_problem, surrogates_in
 
 P = ParamSpec("P")
@@ -219,10 +219,14 @@ class FuzzyFunction(Generic[P, R]):
         input order; an item that fails holds its error instead of a value."""
         return run_each(lambda item: self.invoke(item).output, items, threads=threads)
 
-    def invoke(self, inputs: Mapping[str, Any], *, feedback: tuple[Message, ...] = ()) -> CallRecord:
+    def invoke(
+        self, inputs: Mapping[str, Any], *, feedback: tuple[Message, ...] = (), backend: Backend | None = None
+    ) -> CallRecord:
         """Run on inputs given by name and return the full record of the call. `feedback`
-        turns (an earlier answer and a critique) are added after the input. Inputs that do
-        not fit the signature raise `InputError` before anything is sent."""
+        turns (an earlier answer and a critique) are added after the input. `backend`, when
+        given, is the model to run on instead of the configured one (how a strategy's
+        sub-calls follow their call's model). Inputs that do not fit the signature raise
+        `InputError` before anything is sent."""
         started = time.perf_counter()
         signature = self.signature
         inputs = signature.snapshot(signature.validate_inputs(inputs))
@@ -234,7 +238,8 @@ class FuzzyFunction(Generic[P, R]):
                     return plan.replay
                 feedback = plan.feedback + feedback
         config = settings()
-        backend = config.backend(config.model_for(self.model))
+        if backend is None:
+            backend = config.backend(config.model_for(self.model))
         prompt = self._active_prompt()
         temperature = config.temperature if self.temperature is None else self.temperature
         max_tokens = self.max_tokens or config.max_tokens
@@ -400,6 +405,11 @@ class _CallRun:
 
     def render(self, output: Any) -> str:
         return self._fn.output_format.render(output)
+
+    def call(
+        self, function: FuzzyFunction[..., Any], inputs: Mapping[str, Any], *, feedback: tuple[Message, ...] = ()
+    ) -> CallRecord:
+        return function.invoke(inputs, feedback=feedback, backend=self._backend)
 
 
 def _caller_namespace() -> Mapping[str, Any] | None:  # pragma: no mutate block

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import lmdsl
-from lmdsl.tool_use import react
+from lmdsl import react
 
 pytestmark = [
     pytest.mark.integration,

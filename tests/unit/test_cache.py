@@ -24,7 +24,7 @@ from lmdsl.cache import (
     row_digest,
 )
 from lmdsl.lm.types import Completion, Message, Request, Usage
-from lmdsl.strategies import Generation, Run
+from lmdsl.strategies.base import Generation, Run
 
 # Any CacheWarning a test does not expect (inside `pytest.warns`) fails it.
 pytestmark = pytest.mark.filterwarnings("error::lmdsl.CacheWarning")

@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel, ValidationInfo, field_validator, model_validator
 
 import lmdsl
-from lmdsl.strategies import Generation
+from lmdsl.strategies.base import Generation
 
 
 def inputs_of(info: ValidationInfo) -> Mapping[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import lmdsl
-from lmdsl.code_execution import program_of_thought
+from lmdsl import program_of_thought
 from lmdsl.sandbox import SandboxLimits
 
 LIMITS = SandboxLimits(wall_seconds=3.0, cpu_seconds=2)

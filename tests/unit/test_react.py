@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 import lmdsl
-from lmdsl.tool_use import react
+from lmdsl import react
 
 calls: list[tuple[str, Any]] = []
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import lmdsl
-from lmdsl.code_execution import program_of_thought
+from lmdsl import program_of_thought
 from lmdsl.errors import (
     LMDSLError,
     OutputError,

@@ -20,13 +20,12 @@ from typing import Any, Literal, Union
 from pydantic import BaseModel, Field, create_model
 
 from lmdsl import checking, rules
-from lmdsl.config import using
 from lmdsl.errors import SignatureError
 from lmdsl.fuzzy import FuzzyFunction
 from lmdsl.lm.types import Attempt
 from lmdsl.serializable import type_name, unsupported_reason
 from lmdsl.signature import Signature, synthetic_function
-from lmdsl.strategies import Generation, Run, Strategy
+from lmdsl.strategies.base import Generation, Run, Strategy
 
 FINISH = "done"  # "finish" drew a small model to stop before any tool call
 MAX_OBSERVATION_CHARS = 2000
@@ -142,24 +141,23 @@ class React(Strategy):
         state: _Prepared = run.state
         attempts: list[Attempt] = []
         trajectory: list[dict[str, Any]] = []
-        with using(model=run.backend):
-            for _ in range(self.max_steps):
-                step = state.step.invoke({**run.inputs, "trajectory": _render(trajectory)})
-                attempts.extend(step.attempts)
-                action = step.output.action
-                if action.tool == FINISH:
-                    break
-                tool = state.tools[action.tool]
-                arguments = {name: getattr(action.args, name) for name in tool.arguments.model_fields}
-                trajectory.append(
-                    {
-                        "thought": step.output.thought,
-                        "tool": tool.name,
-                        "args": action.args.model_dump(mode="json"),
-                        "observation": _observe(tool, arguments),
-                    }
-                )
-            final = state.answer.invoke({**run.inputs, "trajectory": _render(trajectory)})
+        for _ in range(self.max_steps):
+            step = run.call(state.step, {**run.inputs, "trajectory": _render(trajectory)})
+            attempts.extend(step.attempts)
+            action = step.output.action
+            if action.tool == FINISH:
+                break
+            tool = state.tools[action.tool]
+            arguments = {name: getattr(action.args, name) for name in tool.arguments.model_fields}
+            trajectory.append(
+                {
+                    "thought": step.output.thought,
+                    "tool": tool.name,
+                    "args": action.args.model_dump(mode="json"),
+                    "observation": _observe(tool, arguments),
+                }
+            )
+        final = run.call(state.answer, {**run.inputs, "trajectory": _render(trajectory)})
         attempts.extend(final.attempts)
         return Generation(final.output, final.reasoning, tuple(attempts), {"trajectory": trajectory})
 

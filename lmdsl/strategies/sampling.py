@@ -1,10 +1,7 @@
-"""Strategies: how a fuzzy function turns its inputs into an output, given a way to generate one.
+"""Sampling strategies: `best_of`, `refine` and `majority`, drawing their samples through one sampler.
 
-A strategy is a value passed as `strategy=`. `prepare` runs once, when the
-decorator runs; `run` runs per call and receives a `Run`, whose `generate` is the
-call loop (request, parse, validate, checks, retry with feedback). Strategies
-that need a fuzzy function of their own (`react`, `program_of_thought`) live in
-their own modules above `fuzzy`.
+Each sample is a distinct rollout of the call loop (so a cached sample is not simply
+repeated); a sample that fails to validate costs its attempts and is skipped.
 """
 
 from __future__ import annotations
@@ -13,84 +10,40 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from lmdsl.errors import OutputError, SignatureError
-from lmdsl.lm.types import Attempt, Backend, Message
+from lmdsl.lm.types import Attempt, Message
+from lmdsl.strategies.base import Generation, Run, Strategy
 
 if TYPE_CHECKING:
     from lmdsl.signature import Signature
 
-
-class Generation(NamedTuple):
-    """A validated output and how it was obtained."""
-
-    output: Any
-    reasoning: str | None
-    attempts: tuple[Attempt, ...]
-    details: Mapping[str, Any] = {}
-
-
-class Run(Protocol):
-    """What a strategy can do during one call of a fuzzy function."""
-
-    @property
-    def function(self) -> str: ...
-
-    @property
-    def inputs(self) -> Mapping[str, Any]: ...
-
-    @property
-    def state(self) -> Any:
-        """What the strategy's `prepare` returned for this function."""
-
-    @property
-    def backend(self) -> Backend:
-        """The model this call runs on; fuzzy functions a strategy derives should use it too."""
-
-    def generate(
-        self, *, rollout: int = 0, temperature: float | None = None, feedback: tuple[Message, ...] = ()
-    ) -> Generation:
-        """One validated output; raises `OutputError` (or `AssertionFailed`) when retries run out."""
-
-    def render(self, output: Any) -> str:
-        """The output as the model would write it, for feedback turns."""
-
-
-@dataclass(frozen=True)
-class Strategy:
-    """The default strategy: one generation of the typed output."""
-
-    reasoning: bool = False
-
-    @property
-    def name(self) -> str:
-        return type(self).__name__
-
-    def prepare(self, signature: Signature) -> Any:
-        """Analyse the function once, at decoration time; the result is `run.state`."""
-        return None
-
-    def run(self, run: Run) -> Generation:
-        return run.generate()
-
-
-@dataclass(frozen=True)
-class Predict(Strategy):
-    """Ask for the typed output directly."""
-
-
-@dataclass(frozen=True)
-class ChainOfThought(Strategy):
-    """Ask for step-by-step reasoning first, then the typed output; the reasoning is kept in the record."""
-
-    reasoning: bool = True
-
-
-predict = Predict()
-chain_of_thought = ChainOfThought()
-
 Scorer = Callable[[Any, Mapping[str, Any]], Any]
+
+
+class _Sampler:
+    """The samples of one call: every attempt kept, failed samples skipped."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.attempts: list[Attempt] = []
+
+    def draw(self, rollout: int, temperature: float, feedback: tuple[Message, ...] = ()) -> Generation | None:
+        """One validated sample, or None when this rollout failed (its attempts are kept)."""
+        try:
+            generation = self.run.generate(rollout=rollout, temperature=temperature, feedback=feedback)
+        except OutputError as error:
+            self.attempts.extend(error.attempts)
+            return None
+        self.attempts.extend(generation.attempts)
+        return generation
+
+    def give_up(self) -> NoReturn:
+        raise OutputError(self.run.function, self.attempts) from None
+
+    def chosen(self, generation: Generation, details: dict[str, Any]) -> Generation:
+        return generation._replace(attempts=tuple(self.attempts), details=details)
 
 
 def _canonical(reply: str) -> str:
@@ -143,16 +96,13 @@ class BestOf(_Rewarded):
     threshold: float | None = None
 
     def run(self, run: Run) -> Generation:
-        attempts: list[Attempt] = []
+        sampler = _Sampler(run)
         samples: list[dict[str, Any]] = []
         best: tuple[float, Generation] | None = None
         for rollout in range(self.n):
-            try:
-                generation = run.generate(rollout=rollout, temperature=self.temperature)
-            except OutputError as error:
-                attempts.extend(error.attempts)
+            generation = sampler.draw(rollout, self.temperature)
+            if generation is None:
                 continue
-            attempts.extend(generation.attempts)
             score, _ = _score(run.state(generation.output, run.inputs))
             samples.append({"output": generation.output, "reward": score})
             if best is None or score > best[0]:
@@ -160,8 +110,8 @@ class BestOf(_Rewarded):
             if self.threshold is not None and score >= self.threshold:
                 break
         if best is None:
-            raise OutputError(run.function, attempts)
-        return best[1]._replace(attempts=tuple(attempts), details={"samples": samples, "reward": best[0]})
+            sampler.give_up()
+        return sampler.chosen(best[1], {"samples": samples, "reward": best[0]})
 
 
 @dataclass(frozen=True)
@@ -173,21 +123,16 @@ class Refine(_Rewarded):
     threshold: float = 1.0
 
     def run(self, run: Run) -> Generation:
-        attempts: list[Attempt] = []
+        sampler = _Sampler(run)
         history: list[dict[str, Any]] = []
         best: tuple[float, Generation] | None = None
         feedback: tuple[Message, ...] = ()
         for rollout in range(self.n):
-            try:
-                generation = run.generate(
-                    rollout=rollout, temperature=0.0 if rollout == 0 else self.temperature, feedback=feedback
-                )
-            except OutputError as error:
-                attempts.extend(error.attempts)
+            generation = sampler.draw(rollout, 0.0 if rollout == 0 else self.temperature, feedback)
+            if generation is None:
                 if best is None:
-                    raise OutputError(run.function, attempts) from None
+                    sampler.give_up()
                 continue
-            attempts.extend(generation.attempts)
             score, note = _score(run.state(generation.output, run.inputs))
             history.append({"output": generation.output, "reward": score, "feedback": note})
             if best is None or score > best[0]:
@@ -200,7 +145,7 @@ class Refine(_Rewarded):
                 Message("user", f"{critique} {note}".strip() + " Give a better answer."),
             )
         assert best is not None
-        return best[1]._replace(attempts=tuple(attempts), details={"refinements": history, "reward": best[0]})
+        return sampler.chosen(best[1], {"refinements": history, "reward": best[0]})
 
 
 @dataclass(frozen=True)
@@ -215,21 +160,17 @@ class Majority(Strategy):
         _check_samples("majority", self.n, self.temperature)
 
     def run(self, run: Run) -> Generation:
-        attempts: list[Attempt] = []
+        sampler = _Sampler(run)
         groups: dict[str, list[Generation]] = {}
         for rollout in range(self.n):
-            try:
-                generation = run.generate(rollout=rollout, temperature=self.temperature)
-            except OutputError as error:
-                attempts.extend(error.attempts)
+            generation = sampler.draw(rollout, self.temperature)
+            if generation is None:
                 continue
-            attempts.extend(generation.attempts)
             groups.setdefault(_canonical(run.render(generation.output)), []).append(generation)
         if not groups:
-            raise OutputError(run.function, attempts)
+            sampler.give_up()
         winner = max(groups.values(), key=len)
-        tally = {key: len(group) for key, group in groups.items()}
-        return winner[0]._replace(attempts=tuple(attempts), details={"votes": tally})
+        return sampler.chosen(winner[0], {"votes": {key: len(group) for key, group in groups.items()}})
 
 
 def best_of(n: int, reward: Callable[..., Any], *, threshold: float | None = None, temperature: float = 0.7) -> BestOf:

@@ -14,14 +14,13 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from lmdsl.config import using
 from lmdsl.errors import OutputError, SandboxError
 from lmdsl.fuzzy import FuzzyFunction
 from lmdsl.lm.types import Attempt, Message, Usage
 from lmdsl.sandbox import SandboxLimits, run_code
 from lmdsl.serializable import type_name
 from lmdsl.signature import Signature, synthetic_function
-from lmdsl.strategies import Generation, Run, Strategy
+from lmdsl.strategies.base import Generation, Run, Strategy
 
 
 class Code(BaseModel):
@@ -76,8 +75,7 @@ class ProgramOfThought(Strategy):
         tries: list[dict[str, Any]] = []
         feedback: tuple[Message, ...] = ()
         for _ in range(self.attempts):
-            with using(model=run.backend):
-                written = state.writer.invoke(run.inputs, feedback=feedback)
+            written = run.call(state.writer, run.inputs, feedback=feedback)
             attempts.extend(written.attempts)
             code = written.output.code
             try:
