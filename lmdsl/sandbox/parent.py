@@ -9,7 +9,10 @@ import sys
 import time
 from collections.abc import Mapping
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import subprocess
 
 from lmdsl.errors import SandboxError, SandboxInputError, SandboxUnavailableError
 from lmdsl.sandbox.confinement import isolation_prefix, kernel_filter
@@ -146,11 +149,8 @@ def _child_argv() -> list[str]:
 
 def _execute(argv: list[str], request: bytes, workdir: str, limits: SandboxLimits) -> Outcome:
     """Start the child, feed it the request, collect its messages under the limits, reap it."""
-    import selectors
     import subprocess
 
-    reply_cap = 12 * limits.output_bytes + 256 * 1024
-    stderr_cap = 64 * 1024
     deadline = time.monotonic() + limits.wall_seconds
     try:
         proc = subprocess.Popen(
@@ -165,72 +165,92 @@ def _execute(argv: list[str], request: bytes, workdir: str, limits: SandboxLimit
         )
     except OSError as error:
         raise SandboxUnavailableError(f"cannot start the sandbox's interpreter: {error}") from None
+    try:
+        stdout, stderr, timed_out, overflow = _exchange(proc, request, deadline, 12 * limits.output_bytes + 256 * 1024)
+        if not timed_out and not overflow:
+            timed_out = not _wait_for_exit(proc.pid, deadline)
+    finally:
+        returncode, cpu = _kill_and_reap(proc)
+    return Outcome(stdout, stderr, returncode, cpu, timed_out, overflow)
+
+
+_STDERR_CAP = 64 * 1024  # bytes of the child's stderr kept (the tail explains a crash)
+
+
+def _exchange(
+    proc: subprocess.Popen[bytes], request: bytes, deadline: float, reply_cap: int
+) -> tuple[bytes, bytes, bool, bool]:
+    """Write the request and read stdout and stderr until both close, the deadline passes
+    (timed out) or stdout passes `reply_cap` (overflow)."""
+    import selectors
+
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     out: list[bytes] = []
     err: list[bytes] = []
     in_fd, out_fd, err_fd = proc.stdin.fileno(), proc.stdout.fileno(), proc.stderr.fileno()
     sizes = {out_fd: 0, err_fd: 0}
-    timed_out = overflow = False
+    pending = memoryview(request)
+    with selectors.DefaultSelector() as selector:
+        os.set_blocking(in_fd, False)
+        selector.register(in_fd, selectors.EVENT_WRITE)
+        selector.register(out_fd, selectors.EVENT_READ)
+        selector.register(err_fd, selectors.EVENT_READ)
+        while selector.get_map():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return b"".join(out), b"".join(err), True, False
+            for key, _ in selector.select(remaining):
+                fd = key.fd
+                if fd == in_fd:
+                    try:
+                        pending = pending[os.write(fd, pending[:65536]) :]
+                    except BlockingIOError:
+                        continue
+                    except OSError:  # the child is gone or closed stdin early
+                        pending = pending[:0]
+                    if not pending:
+                        selector.unregister(fd)
+                        proc.stdin.close()
+                    continue
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    selector.unregister(fd)
+                    continue
+                sizes[fd] += len(chunk)
+                if fd == out_fd:
+                    out.append(chunk)
+                    if sizes[fd] > reply_cap:
+                        return b"".join(out), b"".join(err), False, True
+                elif sizes[fd] <= _STDERR_CAP:
+                    err.append(chunk)
+    return b"".join(out), b"".join(err), False, False
+
+
+def _kill_and_reap(proc: subprocess.Popen[bytes]) -> tuple[int | None, float]:
+    """Kill the child's group and reap the child: its exit code (None if already reaped) and CPU seconds."""
+    # Kill the whole group before reaping: the unreaped leader keeps the group id
+    # from being reused, so this can only hit the child and anything it started.
+    for kill in (os.killpg, os.kill):  # the group, and the child even if it left the group
+        try:
+            kill(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
     returncode: int | None = None
     cpu = 0.0
-    pending = memoryview(request)
     try:
-        with selectors.DefaultSelector() as selector:
-            os.set_blocking(in_fd, False)
-            selector.register(in_fd, selectors.EVENT_WRITE)
-            selector.register(out_fd, selectors.EVENT_READ)
-            selector.register(err_fd, selectors.EVENT_READ)
-            while selector.get_map() and not overflow:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    timed_out = True
-                    break
-                for key, _ in selector.select(remaining):
-                    fd = key.fd
-                    if fd == in_fd:
-                        try:
-                            pending = pending[os.write(fd, pending[:65536]) :]
-                        except BlockingIOError:
-                            continue
-                        except OSError:  # the child is gone or closed stdin early
-                            pending = pending[:0]
-                        if not pending:
-                            selector.unregister(fd)
-                            proc.stdin.close()
-                        continue
-                    chunk = os.read(fd, 65536)
-                    if not chunk:
-                        selector.unregister(fd)
-                        continue
-                    sizes[fd] += len(chunk)
-                    if fd == out_fd:
-                        out.append(chunk)
-                        overflow = sizes[fd] > reply_cap
-                    elif sizes[fd] <= stderr_cap:
-                        err.append(chunk)
-        if not timed_out and not overflow:
-            timed_out = not _wait_for_exit(proc.pid, deadline)
-    finally:
-        # Kill the whole group before reaping: the unreaped leader keeps the group id
-        # from being reused, so this can only hit the child and anything it started.
-        for kill in (os.killpg, os.kill):  # the group, and the child even if it left the group
-            try:
-                kill(proc.pid, signal.SIGKILL)
-            except OSError:
-                pass
+        _, status, usage = os.wait4(proc.pid, 0)
+        returncode = os.waitstatus_to_exitcode(status)
+        cpu = usage.ru_utime + usage.ru_stime
+    except ChildProcessError:
+        returncode = None
+    proc.returncode = returncode if returncode is not None else -signal.SIGKILL
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
         try:
-            _, status, usage = os.wait4(proc.pid, 0)
-            returncode = os.waitstatus_to_exitcode(status)
-            cpu = usage.ru_utime + usage.ru_stime
-        except ChildProcessError:
-            returncode = None
-        proc.returncode = returncode if returncode is not None else -signal.SIGKILL
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            try:
+            if stream is not None:
                 stream.close()
-            except OSError:
-                pass
-    return Outcome(b"".join(out), b"".join(err), returncode, cpu, timed_out, overflow)
+        except OSError:
+            pass
+    return returncode, cpu
 
 
 def _wait_for_exit(pid: int, deadline: float) -> bool:
