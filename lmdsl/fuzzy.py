@@ -288,7 +288,7 @@ class FuzzyFunction(Generic[P, R]):
     def _checked(self, generation: Generation, inputs: Mapping[str, Any]) -> Generation:
         """Run the checks on a strategy's final output. Strategies that build their output
         another way (tools, code) cannot feed a rejection back, so it fails (or warns) here."""
-        if not self._checks or "soft_failure" in generation.details:
+        if not self._checks or generation.settled:
             return generation
         for check in self._checks:
             reason = check.verdict(generation.output, inputs)
@@ -308,7 +308,7 @@ class FuzzyFunction(Generic[P, R]):
         message = f"{name}: soft check {check.name} still fails after {len(attempts)} attempt(s): {error}"
         logging.getLogger("lmdsl").warning(message)
         warnings.warn(message, AssertionWarning, stacklevel=5)
-        return Generation(last_valid[0], last_valid[1], tuple(attempts), {"soft_failure": error})
+        return Generation(last_valid[0], last_valid[1], tuple(attempts), {"soft_failure": error}, settled=True)
 
     def _generate(self, backend: Backend, request: Request, inputs: Mapping[str, Any]) -> Generation:
         """The call loop: ask, parse, validate, check; on failure, show the model its reply and why."""

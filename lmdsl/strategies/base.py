@@ -26,6 +26,7 @@ class Generation(NamedTuple):
     reasoning: str | None
     attempts: tuple[Attempt, ...]
     details: Mapping[str, Any] = {}
+    settled: bool = False  # a soft check already failed on this output and let it through: not judged again
 
 
 class Run(Protocol):
