@@ -273,10 +273,9 @@ class RandomSearch:
                         best = candidate
             except BudgetExhausted:
                 pass
-        chosen = best or Candidate("zero-shot", original, None)
         return Compiled(
-            chosen.params,
-            chosen.score,
+            best.params if best else original,  # nothing scored (no budget): the program as it is
+            best.score if best else None,
             baseline,
             tuple(tried),
             budget.lm_calls,
