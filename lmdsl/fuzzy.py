@@ -14,7 +14,6 @@ import logging
 import sys
 import time
 import typing
-import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, TypeVar, overload
@@ -32,6 +31,7 @@ from lmdsl.records import CallObserver, CallRecord, FunctionUsage, UsageCounter,
 from lmdsl.signature import Signature, build_signature
 from lmdsl.strategies.base import Generation, Strategy, predict
 from lmdsl.unicode import printable, surrogate_problem, surrogates_in
+from lmdsl.warn import warn_user
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -307,7 +307,7 @@ class FuzzyFunction(Generic[P, R]):
             raise AssertionFailed(name, attempts, error)
         message = f"{name}: soft check {check.name} still fails after {len(attempts)} attempt(s): {error}"
         logging.getLogger("lmdsl").warning(message)
-        warnings.warn(message, AssertionWarning, stacklevel=5)
+        warn_user(message, AssertionWarning)
         return Generation(last_valid[0], last_valid[1], tuple(attempts), {"soft_failure": error}, settled=True)
 
     def _generate(self, backend: Backend, request: Request, inputs: Mapping[str, Any]) -> Generation:

@@ -21,7 +21,6 @@ import os
 import threading
 import types
 import typing
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -42,6 +41,7 @@ from lmdsl.params import Demo, Params, overlaid
 from lmdsl.records import CallObserver, CallPlan, CallRecord, observing
 from lmdsl.signature import InputField, input_error
 from lmdsl.unicode import printable, surrogates_in
+from lmdsl.warn import warn_user
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -138,7 +138,7 @@ def suggest(condition: object, message: str) -> None:
         raise _Backtrack(message)
     text = f"{run.program if run else 'suggest'}: suggestion still fails: {message}"
     logging.getLogger("lmdsl").warning(text)
-    warnings.warn(text, AssertionWarning, stacklevel=2)
+    warn_user(text, AssertionWarning)
 
 
 def current_trace() -> tuple[TraceStep, ...]:
@@ -285,7 +285,7 @@ class Program(Generic[P, R]):
                     raise
                 message = f"{self.name} runs uncompiled: {error} (run `lmdsl compile` again)"
                 logging.getLogger("lmdsl").warning(message)
-                warnings.warn(message, StaleArtifactWarning, stacklevel=4)
+                warn_user(message, StaleArtifactWarning)
 
     # -- running ------------------------------------------------------------------------------
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:

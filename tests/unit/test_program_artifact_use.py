@@ -1,0 +1,172 @@
+"""`use_artifact`: a compiled parameter file is loaded once, before the first run; a missing one
+is logged, a stale one warns (or raises) and the program runs from its docstrings."""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import lmdsl
+from lmdsl.program import Program
+
+SUMMARISE_SIGNATURE = "07d76c096fe8cf2d"
+DOCSTRING = "Summarise the text in one line."
+
+
+@lmdsl.fuzzy
+def summarise(text: str) -> str:
+    """Summarise the text in one line."""
+
+
+def digest_text(text: str) -> str:
+    return summarise(text=text)
+
+
+@pytest.fixture(autouse=True)
+def _fresh() -> Iterator[None]:
+    yield
+    summarise.reset_params()
+
+
+@pytest.fixture
+def model() -> Iterator[lmdsl.ScriptedModel]:
+    scripted = lmdsl.ScriptedModel(lambda request: {"summarise": "short"})
+    with lmdsl.using(model=scripted):
+        yield scripted
+
+
+def write_artifact(path: Path, instructions: str, signature: str = SUMMARISE_SIGNATURE) -> Path:
+    data: dict[str, Any] = {
+        "format": "lmdsl-params/1",
+        "lmdsl": "0.1.0",
+        "program": "digest_text",
+        "functions": {"summarise": {"signature": signature, "instructions": instructions, "demos": []}},
+    }
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def instructions_sent(model: lmdsl.ScriptedModel) -> list[str]:
+    return [request.messages[0].content.split("\n\n")[0] for request in model.requests]
+
+
+def test_a_new_program_has_no_artifact_and_no_compile_configuration(caplog: pytest.LogCaptureFixture) -> None:
+    program = Program(digest_text)
+    assert program.artifact is None
+    assert program.compile_config is None
+    assert program.name == "digest_text"
+    with caplog.at_level(logging.DEBUG, logger="lmdsl"):
+        program.reset_params(reload_artifact=True)
+        with lmdsl.using(model=lmdsl.ScriptedModel([{"summarise": "s"}])):
+            assert program("a long text") == "s"
+    assert caplog.records == []
+
+
+def test_a_missing_artifact_is_logged_once_and_the_program_runs_uncompiled(
+    tmp_path: Path, model: lmdsl.ScriptedModel, caplog: pytest.LogCaptureFixture
+) -> None:
+    program = Program(digest_text)
+    path = tmp_path / "digest.json"
+    program.use_artifact(str(path))
+    assert program.artifact == path
+    with caplog.at_level(logging.INFO, logger="lmdsl"):
+        program("one")
+        program("two")
+    assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [
+        ("lmdsl", logging.INFO, f"digest_text: no artifact at {path} yet; running uncompiled")
+    ]
+    assert instructions_sent(model) == [DOCSTRING, DOCSTRING]
+
+
+def test_an_artifact_is_loaded_before_the_first_run_and_not_read_again(
+    tmp_path: Path, model: lmdsl.ScriptedModel
+) -> None:
+    program = Program(digest_text)
+    path = write_artifact(tmp_path / "digest.json", "Summarise tersely.")
+    program.use_artifact(path)
+    assert summarise.params.instructions == DOCSTRING  # nothing is read until the program runs
+    program("one")
+    write_artifact(path, "Summarise at length.")
+    program.invoke({"text": "two"})
+    assert instructions_sent(model) == ["Summarise tersely.", "Summarise tersely."]
+    program.reset_params(reload_artifact=True)
+    assert summarise.params.instructions == DOCSTRING
+    program.run("three")
+    assert instructions_sent(model)[-1] == "Summarise at length."
+
+
+def test_a_stale_artifact_warns_logs_and_runs_from_the_docstrings(
+    tmp_path: Path, model: lmdsl.ScriptedModel, caplog: pytest.LogCaptureFixture
+) -> None:
+    program = Program(digest_text)
+    path = write_artifact(tmp_path / "digest.json", "Summarise tersely.", signature="0000000000000000")
+    program.use_artifact(path)
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING, logger="lmdsl"):
+        warnings.simplefilter("always")
+        result = program.run("one")
+        program.run("two")
+    text = (
+        f"digest_text runs uncompiled: {path}: fuzzy function 'summarise' changed since the file was written "
+        "(its docstring, annotations or field descriptions differ) (run `lmdsl compile` again)"
+    )
+    assert [(w.category, str(w.message)) for w in caught] == [(lmdsl.StaleArtifactWarning, text)]
+    assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [("lmdsl", logging.WARNING, text)]
+    assert result.output == "short"
+    assert instructions_sent(model) == [DOCSTRING, DOCSTRING]
+
+
+def test_a_stale_artifact_warning_points_at_the_line_calling_the_program(
+    tmp_path: Path, model: lmdsl.ScriptedModel
+) -> None:
+    program = Program(digest_text)
+    program.use_artifact(write_artifact(tmp_path / "digest.json", "x", signature="0000000000000000"))
+    with pytest.warns(lmdsl.StaleArtifactWarning) as caught:
+        program("one")
+    with pytest.warns(lmdsl.StaleArtifactWarning) as through_run:
+        program.reset_params(reload_artifact=True)
+        program.run("two")
+    assert [caught[0].filename, through_run[0].filename] == [__file__, __file__]
+
+
+def test_a_stale_artifact_raises_when_asked_and_changes_nothing(tmp_path: Path, model: lmdsl.ScriptedModel) -> None:
+    program = Program(digest_text)
+    path = write_artifact(tmp_path / "digest.json", "Summarise tersely.", signature="0000000000000000")
+    program.use_artifact(path, on_stale="raise")
+    with pytest.raises(lmdsl.ArtifactError) as caught:
+        program("one")
+    assert str(caught.value) == (
+        f"{path}: fuzzy function 'summarise' changed since the file was written "
+        "(its docstring, annotations or field descriptions differ)"
+    )
+    assert summarise.params.instructions == DOCSTRING
+    assert model.requests == []
+
+
+def test_only_use_artifact_schedules_a_load_the_attribute_just_reports_the_path(
+    tmp_path: Path, model: lmdsl.ScriptedModel
+) -> None:
+    program = Program(digest_text)
+    program("zero")
+    program.artifact = write_artifact(tmp_path / "digest.json", "Summarise tersely.")
+    program("one")
+    assert summarise.params.instructions == DOCSTRING
+    program.use_artifact(program.artifact)
+    program("two")
+    assert instructions_sent(model) == [DOCSTRING, DOCSTRING, "Summarise tersely."]
+
+
+def test_suggest_and_a_soft_check_warn_at_the_users_line(model: lmdsl.ScriptedModel) -> None:
+    @lmdsl.program(max_backtracks=0)
+    def hinted(text: str) -> str:
+        lmdsl.suggest(False, "keep it short")
+        return text
+
+    with pytest.warns(lmdsl.AssertionWarning) as caught:
+        hinted("x")
+    assert caught[0].filename == __file__
