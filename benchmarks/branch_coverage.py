@@ -18,11 +18,13 @@ CORE = (
     "lmdsl/signature.py",
     "lmdsl/prompt.py",
     "lmdsl/fuzzy.py",
-    "lmdsl/strategies.py",
+    "lmdsl/strategies/",
+    "lmdsl/params.py",
     "lmdsl/cache.py",
     "lmdsl/program.py",
     "lmdsl/compiler/",
     "lmdsl/lm/hosted.py",
+    "lmdsl/sandbox/",
 )
 
 

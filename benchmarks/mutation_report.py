@@ -140,7 +140,7 @@ def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     wanted = f"lmdsl.{args.module}" if args.module else None
     for module in read_modules():
-        if module.checked() and (wanted is None or module.name == wanted):
+        if module.checked() and (wanted is None or module.name == wanted or module.name.startswith(f"{wanted}.")):
             write_module(module, equivalent)
             counts = module.counts(equivalent)
             value = score(counts)

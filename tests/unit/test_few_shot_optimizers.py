@@ -374,3 +374,13 @@ def test_a_step_that_failed_in_a_passing_run_gives_no_demo() -> None:
     # "bad" passed through the fallback: its run counts, but its failed step is no demo
     assert compiled.params == demos(("good", "pos"), ("nice", "pos"))
     assert compiled.lm_calls == 1 + 3 + 1  # "good", "bad" (an attempt and two repairs), "nice"
+
+
+def test_a_spent_budget_says_what_was_spent_and_the_limits() -> None:
+    from lmdsl.compiler import Budget, BudgetExhausted
+
+    budget = Budget(max_lm_calls=0)
+    with pytest.raises(BudgetExhausted) as caught:
+        budget.check()
+    assert str(caught.value) == "budget spent: 0 LM calls (max 0), 0 tokens (max None)"
+    Budget().check()  # no limits: never spent

@@ -118,6 +118,29 @@ def test_a_metric_whose_prediction_cannot_take_the_output_is_named_in_the_error(
         "metric by_length: its prediction parameter takes int, but triage returns str; "
         "annotate it with str (or a type that accepts it)"
     ]
+    assert [p.code for p in caught.value.problems] == ["lmdsl-wiring"]
+
+
+def test_examples_need_only_the_parameters_without_defaults() -> None:
+    @optimize(trainset=TRAIN, metric=exact)
+    @lmdsl.program
+    def triage(message: str, strict: bool = False, *extra: str, **options: str) -> str:
+        return tag(message)
+
+    with pytest.raises(lmdsl.SignatureError) as caught:
+
+        @optimize(trainset=[lmdsl.Example(strict=True, label="ham")], metric=exact)
+        @lmdsl.program
+        def triage_again(message: str, strict: bool = False) -> str:
+            return tag(message)
+
+    assert [(str(p), p.code) for p in caught.value.problems] == [
+        (
+            "trainset example 1 of triage_again has no field 'message', a parameter of triage_again; "
+            "its fields are strict, label",
+            "lmdsl-wiring",
+        )
+    ]
 
 
 class NamelessMetric:
