@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,10 @@ from lmdsl.program import Program
 
 SUMMARISE_SIGNATURE = "07d76c096fe8cf2d"
 DOCSTRING = "Summarise the text in one line."
+
+UNDER_MUTMUT = pytest.mark.skipif(
+    "MUTANT_UNDER_TEST" in os.environ, reason="mutmut's trampolines add frames between lmdsl and the caller"
+)
 
 
 @lmdsl.fuzzy
@@ -121,6 +126,7 @@ def test_a_stale_artifact_warns_logs_and_runs_from_the_docstrings(
     assert instructions_sent(model) == [DOCSTRING, DOCSTRING]
 
 
+@UNDER_MUTMUT
 def test_a_stale_artifact_warning_points_at_the_line_calling_the_program(
     tmp_path: Path, model: lmdsl.ScriptedModel
 ) -> None:
@@ -161,6 +167,7 @@ def test_only_use_artifact_schedules_a_load_the_attribute_just_reports_the_path(
     assert instructions_sent(model) == [DOCSTRING, DOCSTRING, "Summarise tersely."]
 
 
+@UNDER_MUTMUT
 def test_suggest_and_a_soft_check_warn_at_the_users_line(model: lmdsl.ScriptedModel) -> None:
     @lmdsl.program(max_backtracks=0)
     def hinted(text: str) -> str:
