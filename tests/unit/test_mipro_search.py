@@ -23,6 +23,7 @@ import lmdsl
 from lmdsl.compiler import MIPRO
 from lmdsl.compiler.base import Candidate, Compiled
 from lmdsl.lm.types import Request
+from tests.unit.test_few_shot_optimizers import asked, demo_count
 
 optuna = pytest.importorskip("optuna", reason="MIPRO needs optuna")
 
@@ -52,14 +53,6 @@ ANSWERS = {
     "dull": "neg",
 }
 SOURCE = '@lmdsl.program\ndef judge(text: str) -> str:\n    return mood(text)\n\n@lmdsl.fuzzy\ndef mood(text: str) -> str:\n    """Say pos or neg."""\n'
-
-
-def asked(request: Request) -> str:
-    return request.messages[request.prefix_length].content.split(": ", 1)[1]
-
-
-def demo_count(request: Request) -> int:
-    return sum(1 for m in request.messages[: request.prefix_length] if m.role == "assistant")
 
 
 def exact(example: lmdsl.Example, prediction: str) -> bool:
