@@ -22,23 +22,14 @@ import pytest
 import lmdsl
 import lmdsl.cache
 from lmdsl.cache import CACHE_FILE, CacheStore, _Handle
-from lmdsl.lm.types import Completion, Message, Request, Usage
+from lmdsl.lm.types import Completion, Usage
+from tests.unit.test_cache import req
+from tests.unit.test_cache_faults import error_with
 
 pytestmark = pytest.mark.filterwarnings("error::lmdsl.CacheWarning")
 
 STORED = Completion("stored reply", Usage(3, 2), "length")
 BIG = Completion("x" * 20_000)  # needs new pages: cannot be stored in a file that may not grow
-
-
-def req(text: str) -> Request:
-    return Request(messages=(Message("user", text),))
-
-
-def error_with(code: int, message: str) -> sqlite3.Error:
-    """An error as SQLite raises it: the result code is what the cache reads."""
-    error = sqlite3.OperationalError(message)
-    error.sqlite_errorcode = code
-    return error
 
 
 def raising(error: BaseException) -> Callable[..., None]:

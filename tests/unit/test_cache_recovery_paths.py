@@ -18,8 +18,10 @@ import pytest
 import lmdsl
 import lmdsl.cache
 from lmdsl.cache import CACHE_FILE, CacheStore
-from lmdsl.lm.types import Completion, Message, Request, Usage
-from tests.unit.test_cache_fault_reports import FrozenClock, cache_log, error_with, stored_keys
+from lmdsl.lm.types import Completion, Usage
+from tests.unit.test_cache import req
+from tests.unit.test_cache_fault_reports import FrozenClock, cache_log, stored_keys
+from tests.unit.test_cache_faults import error_with
 
 pytestmark = pytest.mark.filterwarnings("error::lmdsl.CacheWarning")
 
@@ -27,10 +29,6 @@ W = logging.WARNING
 GARBAGE = b"not a database at all " * 200
 STAMP = f"{CACHE_FILE}.corrupt-1700000000-{os.getpid()}"
 KEY_OF_X = "ba11f8bdf91db4e50159bc7499e5f43a972201a8dc384ba9fa74500370ea9ffa"
-
-
-def req(text: str) -> Request:
-    return Request(messages=(Message("user", text),))
 
 
 @contextmanager
