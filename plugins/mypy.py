@@ -179,7 +179,7 @@ class LmdslPlugin(Plugin):
         targets = self.targets if fullname.startswith("lmdsl") else None
         if targets is None:
             return None
-        if fullname in (targets.fuzzy_decorator,):
+        if fullname == targets.fuzzy_decorator:
             return _fuzzy
         if fullname in (targets.ensure, targets.ensure_decorator):
             return _ensure

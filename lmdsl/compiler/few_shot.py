@@ -46,8 +46,9 @@ def labelled_params(
     if rng is not None:
         rng.shuffle(pool)
     params: dict[str, Params] = {}
-    single = len(program.functions) == 1  # then the program's only label is that function's output
-    for name, fn in program.functions.items():
+    functions = program.functions
+    single = len(functions) == 1  # then the program's only label is that function's output
+    for name, fn in functions.items():
         demos: list[Demo] = []
         for example in pool:
             if len(demos) >= k:
