@@ -23,7 +23,7 @@ import lmdsl
 from lmdsl.compiler import MIPRO
 from lmdsl.compiler.base import Candidate, Compiled
 from lmdsl.lm.types import Request
-from tests.unit.test_few_shot_optimizers import asked, demo_count
+from tests.unit.test_few_shot_optimizers import DEV, asked, demo_count
 
 optuna = pytest.importorskip("optuna", reason="MIPRO needs optuna")
 
@@ -41,17 +41,7 @@ def judge(text: str) -> str:
 DOCSTRING = "Say pos or neg."
 LABELS = {"good": "POS", "bad": "NEG", "nice": "POS", "awful": "NEG", "café": "POS", "grim": "NEG"}
 TRAIN = [lmdsl.Example(text=text, label=label) for text, label in LABELS.items()]
-DEV = [
-    lmdsl.Example(text=t, label=label)
-    for t, label in [("lovely", "POS"), ("great", "POS"), ("sunny", "POS"), ("dull", "NEG")]
-]
-ANSWERS = {
-    **{text: label.lower() for text, label in LABELS.items()},
-    "lovely": "pos",
-    "great": "pos",
-    "sunny": "pos",
-    "dull": "neg",
-}
+ANSWERS = {**{text: label.lower() for text, label in LABELS.items()}, **{e.text: e.label.lower() for e in DEV}}
 SOURCE = '@lmdsl.program\ndef judge(text: str) -> str:\n    return mood(text)\n\n@lmdsl.fuzzy\ndef mood(text: str) -> str:\n    """Say pos or neg."""\n'
 
 
