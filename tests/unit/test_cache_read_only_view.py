@@ -14,16 +14,16 @@ import lmdsl
 import lmdsl.cache
 from lmdsl.cache import CACHE_FILE, CacheStore
 from lmdsl.lm.types import Completion, Usage
+from tests.unit.test_cache import req
 from tests.unit.test_cache_fault_reports import (
     W,
     cache_log,
     caught,
-    error_with,
     raising,
-    req,
     texts,
     this_thread_handle,
 )
+from tests.unit.test_cache_faults import error_with
 
 pytestmark = pytest.mark.filterwarnings("error::lmdsl.CacheWarning")
 

@@ -13,7 +13,8 @@ import lmdsl
 import lmdsl.cache
 from lmdsl.cache import CACHE_FILE, CachedBackend, CacheStore, decode_completion, request_key, row_digest
 from lmdsl.lm.types import Completion, Message, Request, Usage
-from tests.unit.test_cache_fault_reports import FrozenClock, W, cache_log, caught, req, texts
+from tests.unit.test_cache import req
+from tests.unit.test_cache_fault_reports import FrozenClock, W, cache_log, caught, texts
 
 pytestmark = pytest.mark.filterwarnings("error::lmdsl.CacheWarning")
 
