@@ -17,7 +17,7 @@ from pathlib import Path
 CORE = (
     "lmdsl/signature.py",
     "lmdsl/prompt.py",
-    "lmdsl/fuzzy.py",
+    "lmdsl/calls/function.py",
     "lmdsl/strategies/",
     "lmdsl/params.py",
     "lmdsl/cache.py",

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from lmdsl._version import __version__ as __version__
 from lmdsl.cache import CacheWarning
+from lmdsl.calls.function import AssertionWarning, FuzzyFunction, fuzzy
+from lmdsl.calls.records import CallRecord, FunctionUsage, capture
 from lmdsl.compiler import (
     MIPRO,
     BootstrapFewShot,
@@ -48,7 +50,6 @@ from lmdsl.errors import (
     SignatureError,
 )
 from lmdsl.evaluation import EvaluationResult, evaluate
-from lmdsl.fuzzy import AssertionWarning, FuzzyFunction, fuzzy
 from lmdsl.lm import (
     AnthropicModel,
     Backend,
@@ -73,7 +74,6 @@ from lmdsl.program import (
     require,
     suggest,
 )
-from lmdsl.records import CallRecord, FunctionUsage, capture
 from lmdsl.sandbox import SandboxLimits
 from lmdsl.signature import Signature
 from lmdsl.strategies.base import ChainOfThought, Generation, Predict, Run, Strategy, chain_of_thought, predict

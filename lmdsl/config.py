@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from lmdsl.cache import CachedBackend, default_cache_dir, open_store
+from lmdsl.calls.records import History
 from lmdsl.errors import ConfigurationError
 from lmdsl.lm import resolve_model
 from lmdsl.lm.types import Backend
-from lmdsl.records import History
 
 ModelSpec = str | Backend
 

@@ -19,9 +19,9 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from lmdsl.calls.function import FuzzyFunction
 from lmdsl.errors import InputError
 from lmdsl.files import NotReadable, open_regular
-from lmdsl.fuzzy import FuzzyFunction
 from lmdsl.program import Program
 from lmdsl.unicode import printable
 

@@ -1,20 +1,37 @@
-"""A fuzzy function's free parameters, and a context-local layer of them.
+"""A fuzzy function's free parameters: their values, their checks, their file format, and a
+context-local layer of them.
 
 `Params` (instructions and demos) is what an optimizer chooses and what a parameter file or
-an artifact stores. `overlaid` puts parameters in force for the current context only (this
-thread or task, and what it starts with a copied context, as `map` and `evaluate` do):
-the functions' own parameters are untouched, so two candidates can be scored at once and
-a program used elsewhere during a compile keeps its parameters.
+an artifact stores. `check_params` fits them to a signature. One encoder (`dump_params`,
+`dump_demos`) and one decoder (`read_params_file`, `file_params`, `load_demos`) serve
+`Program.save`/`load`, compiled artifacts (a parameter file with more keys) and the
+candidates MIPRO keeps in its study. `overlaid` puts parameters in force for the current
+context only (this thread or task, and what it starts with a copied context, as `map` and
+`evaluate` do): the functions' own parameters are untouched, so two candidates can be
+scored at once and a program used elsewhere during a compile keeps its parameters.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import json
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+
+from lmdsl._version import __version__
+from lmdsl.errors import ArtifactError, InputError, LMDSLError
+from lmdsl.files import NotReadable, read_regular
+from lmdsl.signature import Signature
+from lmdsl.unicode import printable, surrogate_problem, surrogates_in
+
+PARAMS_FORMAT = "lmdsl-params/1"
+MAX_PARAMS_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -37,6 +54,162 @@ class Params:
     demos: tuple[Demo, ...] = field(default=())
 
 
+class Parametrized(Protocol):
+    """What has parameters: a fuzzy function (typed structurally: this module sits below it)."""
+
+    @property
+    def signature(self) -> Signature: ...
+
+    @property
+    def params(self) -> Params: ...
+
+
+def check_params(signature: Signature, params: Params) -> Params:
+    """`params` with each demo validated (and coerced) against `signature`: `InputError` if one does not fit."""
+    problem = surrogate_problem(params.instructions)
+    if problem is not None:
+        raise InputError(f"{signature.qualname}: the instructions cannot be sent to a model: {problem}")
+    return Params(params.instructions, tuple(_checked_demo(signature, demo) for demo in params.demos))
+
+
+def _checked_demo(signature: Signature, demo: Demo) -> Demo:
+    try:
+        inputs = signature.validate_inputs(demo.inputs)
+    except InputError as error:
+        raise InputError(f"{signature.qualname}: a demo's {error}", field=error.field) from None
+    problem = next(surrogates_in(demo.output, where="output"), None)
+    if problem is None and demo.reasoning is not None:
+        problem = next(surrogates_in(demo.reasoning, where="reasoning"), None)
+    if problem is not None:
+        raise InputError(f"{signature.qualname}: a demo's {problem[0]}: {problem[1]}")
+    try:
+        output = signature.output.adapter.validate_python(demo.output, context=inputs)
+    except (ValidationError, ValueError, RecursionError) as error:
+        raise InputError(
+            f"{signature.qualname}: a demo's output does not fit the return type: {printable(str(error))}"
+        ) from None
+    return Demo(inputs, output, demo.reasoning)
+
+
+# -- the file format -----------------------------------------------------------------------------
+class _DemoFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    inputs: dict[str, Any]
+    output: Any
+    reasoning: str | None = None
+
+
+class _FunctionFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    signature: str
+    instructions: str
+    demos: list[_DemoFile] = []
+
+
+class ParamsFile(BaseModel):
+    """A parameter file or artifact, its shape checked; keys beyond these (an artifact's) are kept."""
+
+    model_config = ConfigDict(extra="allow")
+    format: str
+    program: str
+    functions: dict[str, _FunctionFile]
+
+
+def dump_params(program: str, functions: Mapping[str, Parametrized]) -> dict[str, Any]:
+    """Plain JSON data for the parameters of `functions`."""
+    entries = {
+        name: {
+            "signature": fn.signature.fingerprint,
+            "instructions": fn.params.instructions,
+            "demos": dump_demos(fn.signature, fn.params.demos),
+        }
+        for name, fn in functions.items()
+    }
+    return {"format": PARAMS_FORMAT, "lmdsl": __version__, "program": program, "functions": entries}
+
+
+def dump_demos(sig: Signature, demos: Sequence[Demo]) -> list[dict[str, Any]]:
+    """Demos as plain JSON data, each value dumped through its annotation's adapter."""
+    return [
+        {
+            "inputs": {k: sig.field(k).adapter.dump_python(v, mode="json") for k, v in demo.inputs.items()},
+            "output": sig.output.adapter.dump_python(demo.output, mode="json"),
+            "reasoning": demo.reasoning,
+        }
+        for demo in demos
+    ]
+
+
+def load_demos(signature: Signature, data: object) -> tuple[Demo, ...]:
+    """The inverse of `dump_demos`, checked against `signature`; `ArtifactError` if they do not fit."""
+    try:
+        entries = TypeAdapter(list[_DemoFile]).validate_python(data)
+        params = check_params(signature, Params("", tuple(Demo(d.inputs, d.output, d.reasoning) for d in entries)))
+    except (ValidationError, LMDSLError) as error:
+        raise ArtifactError(f"demos of {signature.qualname} do not fit its signature: {error}") from None
+    return params.demos
+
+
+def read_params_file(path: Path) -> ParamsFile:
+    """Read and check the shape of a parameter file; any problem is an `ArtifactError`."""
+    name = printable(str(path))
+    try:
+        text = read_regular(path, limit=MAX_PARAMS_BYTES).decode("utf-8")
+    except NotReadable as error:
+        raise ArtifactError(f"{name}: {error}") from None
+    except UnicodeDecodeError as error:
+        raise ArtifactError(f"{name}: not valid JSON: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as error:  # bad JSON, an integer past Python's digit limit, depth
+        raise ArtifactError(f"{name}: not valid JSON ({printable(str(error))}); was it truncated?") from None
+    found = next(surrogates_in(data), None)
+    if found is not None:
+        raise ArtifactError(f"{name}: {found[0]}: {found[1]}")
+    try:
+        parsed = ParamsFile.model_validate(data)
+    except ValidationError as error:
+        first = error.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ArtifactError(f"{name}: not a parameter file: {where}: {first['msg']}") from None
+    if parsed.format != PARAMS_FORMAT:
+        raise ArtifactError(f"{name}: format {parsed.format!r} is not {PARAMS_FORMAT!r}")
+    return parsed
+
+
+def file_params(data: ParamsFile, functions: Mapping[str, Parametrized], *, source: str) -> dict[str, Params]:
+    """Each function's parameters from a file, once every function matches it (all or nothing):
+    `ArtifactError` naming the first function that is missing, extra, changed or does not fit."""
+    missing = [name for name in functions if name not in data.functions]
+    extra = [name for name in data.functions if name not in functions]
+    if missing or extra:
+        name = (missing or extra)[0]
+        where = (
+            "is not in the file"
+            if missing
+            else "is in the file but not in the program (one the program receives as an argument "
+            "is known before its first run only when listed in @lmdsl.program(functions=[...]))"
+        )
+        raise ArtifactError(f"{source}: fuzzy function {name!r} {where}")
+    staged: dict[str, Params] = {}
+    for name, fn in functions.items():
+        entry = data.functions[name]
+        if entry.signature != fn.signature.fingerprint:
+            raise ArtifactError(
+                f"{source}: fuzzy function {name!r} changed since the file was written "
+                "(its docstring, annotations or field descriptions differ)"
+            )
+        staged[name] = Params(entry.instructions, tuple(Demo(d.inputs, d.output, d.reasoning) for d in entry.demos))
+    checked: dict[str, Params] = {}
+    for name, params in staged.items():
+        try:
+            checked[name] = check_params(functions[name].signature, params)
+        except LMDSLError as error:
+            raise ArtifactError(f"{source}: fuzzy function {name!r}: {error}") from None
+    return checked
+
+
+# -- the context-local overlay ----------------------------------------------------------------------
 _NONE: Mapping[object, Params] = MappingProxyType({})
 
 # The parameters in force in this context, by function object (checked before they get here).

@@ -28,26 +28,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
-from pydantic import BaseModel, ConfigDict, PydanticUserError, TypeAdapter, ValidationError
+from pydantic import PydanticUserError, TypeAdapter
 from pydantic.errors import PydanticSchemaGenerationError
 
-from lmdsl._version import __version__
-from lmdsl.errors import ArtifactError, AssertionFailed, InputError, LMDSLError
-from lmdsl.files import NotReadable, read_regular, write_atomic
-from lmdsl.fuzzy import AssertionWarning, FuzzyFunction
+from lmdsl.calls.function import AssertionWarning, FuzzyFunction
+from lmdsl.calls.records import CallObserver, CallPlan, CallRecord, observing
+from lmdsl.errors import ArtifactError, AssertionFailed, InputError
+from lmdsl.files import write_atomic
 from lmdsl.lm.types import Message
 from lmdsl.parallel import Outcome, run_each
-from lmdsl.params import Demo, Params, overlaid
-from lmdsl.records import CallObserver, CallPlan, CallRecord, observing
+from lmdsl.params import Params, dump_params, file_params, overlaid, read_params_file
 from lmdsl.signature import InputField, input_error
-from lmdsl.unicode import printable, surrogates_in
 from lmdsl.warn import warn_user
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-PARAMS_FORMAT = "lmdsl-params/1"
-MAX_PARAMS_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +142,23 @@ def current_trace() -> tuple[TraceStep, ...]:
     return tuple(run.steps) if run else ()
 
 
+class CompileConfigLike(typing.Protocol):
+    """What `@lmdsl.optimize` attaches to a program (`lmdsl.compiler.decorator.CompileConfig`), as its
+    readers see it. Declared here, not there, because the compiler sits above programs; examples and
+    metrics (`lmdsl.data`) do too, hence `Sequence[Any]` and the metric's plain callable type."""
+
+    @property
+    def trainset(self) -> Sequence[Any]: ...
+    @property
+    def devset(self) -> Sequence[Any] | None: ...
+    @property
+    def metric(self) -> Callable[..., float | bool]: ...
+    @property
+    def optimizer(self) -> object: ...
+    @property
+    def artifact(self) -> Path | None: ...
+
+
 class Program(Generic[P, R]):
     """A function that calls fuzzy functions. Call it like the function it decorates."""
 
@@ -173,7 +185,7 @@ class Program(Generic[P, R]):
         self._stale: Literal["warn", "raise"] = "warn"
         self._artifact_checked = True
         self._artifact_lock = threading.Lock()
-        self.compile_config: Any = None
+        self.compile_config: CompileConfigLike | None = None  # set by @lmdsl.optimize
 
     def __repr__(self) -> str:
         return f"<program {self._fn.__module__}.{self.name}>"
@@ -259,7 +271,9 @@ class Program(Generic[P, R]):
     def load(self, path: str | Path) -> None:
         """Set parameters from a file written by `save`. Loading runs no code; a file that
         does not match this program raises `ArtifactError` naming the function that differs."""
-        apply_params(self.functions, read_params_file(Path(path)), source=str(path))
+        functions = self.functions
+        for name, params in file_params(read_params_file(Path(path)), functions, source=str(path)).items():
+            functions[name].params = params
 
     def use_artifact(self, path: str | Path, *, on_stale: Literal["warn", "raise"] = "warn") -> None:
         """Load compiled parameters from `path` before the next run, if the file exists. A file
@@ -452,124 +466,6 @@ def _referenced(fn: Callable[..., Any]) -> Iterator[tuple[str, Any]]:
                         if found is not _MISSING:
                             yield attribute, found
         stack.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
-
-
-# -- parameter files -----------------------------------------------------------------------------
-class _DemoFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    inputs: dict[str, Any]
-    output: Any
-    reasoning: str | None = None
-
-
-class _FunctionFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    signature: str
-    instructions: str
-    demos: list[_DemoFile] = []
-
-
-class _ParamsFile(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    format: str
-    program: str
-    functions: dict[str, _FunctionFile]
-
-
-def dump_params(program: str, functions: Mapping[str, FuzzyFunction[..., Any]]) -> dict[str, Any]:
-    """Plain JSON data for the parameters of `functions`."""
-    entries = {
-        name: {
-            "signature": fn.signature.fingerprint,
-            "instructions": fn.params.instructions,
-            "demos": dump_demos(fn, fn.params.demos),
-        }
-        for name, fn in functions.items()
-    }
-    return {"format": PARAMS_FORMAT, "lmdsl": __version__, "program": program, "functions": entries}
-
-
-def dump_demos(fn: FuzzyFunction[..., Any], demos: Sequence[Demo]) -> list[dict[str, Any]]:
-    """Demos as plain JSON data, each value dumped through its annotation's adapter."""
-    sig = fn.signature
-    return [
-        {
-            "inputs": {k: sig.field(k).adapter.dump_python(v, mode="json") for k, v in demo.inputs.items()},
-            "output": sig.output.adapter.dump_python(demo.output, mode="json"),
-            "reasoning": demo.reasoning,
-        }
-        for demo in demos
-    ]
-
-
-def load_demos(fn: FuzzyFunction[..., Any], data: object) -> tuple[Demo, ...]:
-    """The inverse of `dump_demos`, checked against the function's signature; `ArtifactError` if it does not fit."""
-    try:
-        entries = TypeAdapter(list[_DemoFile]).validate_python(data)
-        params = fn.check_params(Params("", tuple(Demo(d.inputs, d.output, d.reasoning) for d in entries)))
-    except (ValidationError, LMDSLError) as error:
-        raise ArtifactError(f"demos of {fn.signature.qualname} do not fit its signature: {error}") from None
-    return params.demos
-
-
-def read_params_file(path: Path) -> _ParamsFile:
-    """Read and check the shape of a parameter file; any problem is an `ArtifactError`."""
-    name = printable(str(path))
-    try:
-        text = read_regular(path, limit=MAX_PARAMS_BYTES).decode("utf-8")
-    except NotReadable as error:
-        raise ArtifactError(f"{name}: {error}") from None
-    except UnicodeDecodeError as error:
-        raise ArtifactError(f"{name}: not valid JSON: not UTF-8 text ({error.reason} at byte {error.start})") from None
-    try:
-        data = json.loads(text)
-    except (ValueError, RecursionError) as error:  # bad JSON, an integer past Python's digit limit, depth
-        raise ArtifactError(f"{name}: not valid JSON ({printable(str(error))}); was it truncated?") from None
-    found = next(surrogates_in(data), None)
-    if found is not None:
-        raise ArtifactError(f"{name}: {found[0]}: {found[1]}")
-    try:
-        parsed = _ParamsFile.model_validate(data)
-    except ValidationError as error:
-        first = error.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ArtifactError(f"{name}: not a parameter file: {where}: {first['msg']}") from None
-    if parsed.format != PARAMS_FORMAT:
-        raise ArtifactError(f"{name}: format {parsed.format!r} is not {PARAMS_FORMAT!r}")
-    return parsed
-
-
-def apply_params(functions: Mapping[str, FuzzyFunction[..., Any]], data: _ParamsFile, *, source: str) -> None:
-    """Check that every function matches the file, then set all parameters (all or nothing)."""
-    missing = [name for name in functions if name not in data.functions]
-    extra = [name for name in data.functions if name not in functions]
-    if missing or extra:
-        name = (missing or extra)[0]
-        where = (
-            "is not in the file"
-            if missing
-            else "is in the file but not in the program (one the program receives as an argument "
-            "is known before its first run only when listed in @lmdsl.program(functions=[...]))"
-        )
-        raise ArtifactError(f"{source}: fuzzy function {name!r} {where}")
-    staged: dict[str, Params] = {}
-    for name, fn in functions.items():
-        entry = data.functions[name]
-        if entry.signature != fn.signature.fingerprint:
-            raise ArtifactError(
-                f"{source}: fuzzy function {name!r} changed since the file was written "
-                "(its docstring, annotations or field descriptions differ)"
-            )
-        demos = tuple(Demo(d.inputs, d.output, d.reasoning) for d in entry.demos)
-        staged[name] = Params(entry.instructions, demos)
-    checked: dict[str, Params] = {}
-    for name, params in staged.items():
-        try:
-            checked[name] = functions[name].check_params(params)
-        except LMDSLError as error:
-            raise ArtifactError(f"{source}: fuzzy function {name!r}: {error}") from None
-    for name, params in checked.items():
-        functions[name].params = params
 
 
 def output_adapter(program: Program[..., Any]) -> TypeAdapter[Any]:

@@ -37,7 +37,7 @@ def test_the_import_contract_holds() -> None:
             "def _late() -> None:\n    import lmdsl.program  # noqa: F401\n",
             "every import points down",
         ),
-        ("lmdsl/signature.py", "import lmdsl.fuzzy  # noqa: F401\n", "every import points down"),
+        ("lmdsl/signature.py", "import lmdsl.calls.function  # noqa: F401\n", "every import points down"),
         (
             "lmdsl/sandbox/child.py",
             "def _late() -> None:\n    import lmdsl.errors  # noqa: F401\n",

@@ -10,56 +10,31 @@ annotated return type.
 from __future__ import annotations
 
 import functools
-import logging
 import sys
 import time
 import typing
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
-from pydantic import ValidationError
-
 from lmdsl import checking
-from lmdsl.config import ModelSpec, history, settings
-from lmdsl.errors import AssertionFailed, InputError, OutputError, Retry, SignatureError
-from lmdsl.lm.types import Attempt, Backend, Message, Request
+from lmdsl.calls.checks import AssertionWarning, Check
+from lmdsl.calls.loop import CallRun, CallSpec, finish, generate
+from lmdsl.calls.records import CallObserver, CallRecord, FunctionUsage, UsageCounter, observers
+from lmdsl.config import ModelSpec, Settings, history, settings
+from lmdsl.errors import OutputError, SignatureError
+from lmdsl.lm.types import Backend, Message
 from lmdsl.parallel import Outcome, run_each
-from lmdsl.params import OVERLAY, Demo, Params
-from lmdsl.prompt import InvalidOutput, OutputFormat, Prompt, retry_request
-from lmdsl.records import CallObserver, CallRecord, FunctionUsage, UsageCounter, observers
+from lmdsl.params import OVERLAY, Params, check_params
+from lmdsl.prompt import OutputFormat, Prompt
 from lmdsl.signature import Signature, build_signature
 from lmdsl.strategies.base import Generation, Strategy, predict
-from lmdsl.unicode import printable, surrogate_problem, surrogates_in
-from lmdsl.warn import warn_user
+
+__all__ = ["AssertionWarning", "EnsureDecorator", "FuzzyDecorator", "FuzzyFunction", "fuzzy"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 C = TypeVar("C", bound=Callable[..., object])
-
-
-class AssertionWarning(UserWarning):
-    """A soft check (`ensure(soft=True)`, `suggest`) still failed; the run went on with the last output."""
-
-
-@dataclass(frozen=True, slots=True)
-class Check:
-    """A registered `ensure` check, bound to the inputs it asks for by name."""
-
-    name: str
-    call: Callable[[Any, Mapping[str, Any]], Any]
-    soft: bool
-
-    def verdict(self, output: Any, inputs: Mapping[str, Any]) -> str | None:
-        """None if the output passes; else why not. `raise Retry(why)` rejects, and so does
-        returning `False` (a plain predicate), so `ensure(lambda out: out > 0)` is not a no-op."""
-        try:
-            result = self.call(output, inputs)
-        except Retry as rejection:
-            return str(rejection)
-        if result is False:
-            return f"the output fails the check {self.name}"
-        return None
 
 
 class FuzzyFunction(Generic[P, R]):
@@ -106,7 +81,7 @@ class FuzzyFunction(Generic[P, R]):
         self._prompt = Prompt(self.signature, self.output_format, Params(self.signature.instructions))
         self._overlaid_prompts: dict[int, Prompt] = {}  # by id(params) of the overlaid parameters
         self._usage = UsageCounter()
-        self._checks: tuple[Check, ...] = ()
+        self._spec = CallSpec(name, self.output_format, (), retries)
         self._strategy_state = strategy.prepare(self.signature)
         self._single_generation = type(strategy).run is Strategy.run
 
@@ -132,7 +107,8 @@ class FuzzyFunction(Generic[P, R]):
     def _register_check(self, check: C, soft: bool) -> C:
         bound = self.signature.bind_check(check, "check")
         name = getattr(check, "__qualname__", repr(check))
-        self._checks = (*self._checks, Check(name, bound, soft))
+        spec = self._spec
+        self._spec = replace(spec, checks=(*spec.checks, Check(name, bound, soft)))
         return check
 
     # -- parameters: what optimizers set ------------------------------------------------
@@ -148,10 +124,7 @@ class FuzzyFunction(Generic[P, R]):
 
     def check_params(self, params: Params) -> Params:
         """`params` with each demo validated (and coerced) against the signature: `InputError` if one does not fit."""
-        problem = surrogate_problem(params.instructions)
-        if problem is not None:
-            raise InputError(f"{self.signature.qualname}: the instructions cannot be sent to a model: {problem}")
-        return Params(params.instructions, tuple(self._checked_demo(demo) for demo in params.demos))
+        return check_params(self.signature, params)
 
     @property
     def prompt_prefix(self) -> tuple[Message, ...]:
@@ -177,25 +150,6 @@ class FuzzyFunction(Generic[P, R]):
     def reset_params(self) -> None:
         """Back to the docstring's instructions and no demonstrations."""
         self.params = Params(self.signature.instructions)
-
-    def _checked_demo(self, demo: Demo) -> Demo:
-        sig = self.signature
-        try:
-            inputs = sig.validate_inputs(demo.inputs)
-        except InputError as error:
-            raise InputError(f"{sig.qualname}: a demo's {error}", field=error.field) from None
-        problem = next(surrogates_in(demo.output, where="output"), None)
-        if problem is None and demo.reasoning is not None:
-            problem = next(surrogates_in(demo.reasoning, where="reasoning"), None)
-        if problem is not None:
-            raise InputError(f"{sig.qualname}: a demo's {problem[0]}: {problem[1]}")
-        try:
-            output = sig.output.adapter.validate_python(demo.output, context=inputs)
-        except (ValidationError, ValueError, RecursionError) as error:
-            raise InputError(
-                f"{sig.qualname}: a demo's output does not fit the return type: {printable(str(error))}"
-            ) from None
-        return Demo(inputs, output, demo.reasoning)
 
     @property
     def usage(self) -> FunctionUsage:
@@ -226,7 +180,12 @@ class FuzzyFunction(Generic[P, R]):
         turns (an earlier answer and a critique) are added after the input. `backend`, when
         given, is the model to run on instead of the configured one (how a strategy's
         sub-calls follow their call's model). Inputs that do not fit the signature raise
-        `InputError` before anything is sent."""
+        `InputError` before anything is sent.
+
+        The steps: validate the inputs; ask the observers for a plan (a replay, or feedback
+        to add); resolve the model and settings; run the strategy over the call loop
+        (`lmdsl.calls.loop`); record the call, failed or not.
+        """
         started = time.perf_counter()
         signature = self.signature
         inputs = signature.snapshot(signature.validate_inputs(inputs))
@@ -240,21 +199,11 @@ class FuzzyFunction(Generic[P, R]):
         config = settings()
         if backend is None:
             backend = config.backend(config.model_for(self.model))
-        prompt = self._active_prompt()
-        temperature = config.temperature if self.temperature is None else self.temperature
-        max_tokens = self.max_tokens or config.max_tokens
         try:
-            if self._single_generation:  # predict, chain_of_thought: no strategy indirection on the hot path
-                request = prompt.request(
-                    inputs, temperature=temperature, max_tokens=max_tokens, rollout=config.rollout, feedback=feedback
-                )
-                generation = self._generate(backend, request, inputs)
-            else:
-                run = _CallRun(self, backend, prompt, inputs, temperature, max_tokens, feedback, config.rollout)
-                generation = self._checked(self.strategy.run(run), inputs)
+            generation = self._run(config, backend, inputs, feedback)
         except OutputError as error:
             failed = CallRecord(
-                self.signature.qualname,
+                signature.qualname,
                 backend.name,
                 inputs,
                 None,
@@ -266,7 +215,7 @@ class FuzzyFunction(Generic[P, R]):
             self._record(failed, watchers)
             raise
         record = CallRecord(
-            self.signature.qualname,
+            signature.qualname,
             backend.name,
             inputs,
             generation.output,
@@ -279,137 +228,36 @@ class FuzzyFunction(Generic[P, R]):
         self._record(record, watchers)
         return record
 
+    def _run(
+        self, config: Settings, backend: Backend, inputs: Mapping[str, Any], feedback: tuple[Message, ...]
+    ) -> Generation:
+        """The strategy over the call loop, under the parameters in force and this call's settings."""
+        prompt = self._active_prompt()
+        temperature = config.temperature if self.temperature is None else self.temperature
+        max_tokens = self.max_tokens or config.max_tokens
+        if self._single_generation:  # predict, chain_of_thought: no strategy indirection on the hot path
+            request = prompt.request(
+                inputs, temperature=temperature, max_tokens=max_tokens, rollout=config.rollout, feedback=feedback
+            )
+            return generate(self._spec, backend, request, inputs)
+        run = CallRun(
+            self._spec,
+            self._strategy_state,
+            backend,
+            prompt,
+            inputs,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            feedback=feedback,
+            rollout=config.rollout,
+        )
+        return finish(self._spec, self.strategy.run(run), inputs)
+
     def _record(self, record: CallRecord, watchers: tuple[CallObserver, ...]) -> None:
         history().add(record)
         self._usage.add(record)
         for watcher in watchers:
             watcher.record(self, record)
-
-    def _checked(self, generation: Generation, inputs: Mapping[str, Any]) -> Generation:
-        """Run the checks on a strategy's final output. Strategies that build their output
-        another way (tools, code) cannot feed a rejection back, so it fails (or warns) here."""
-        if not self._checks or generation.settled:
-            return generation
-        for check in self._checks:
-            reason = check.verdict(generation.output, inputs)
-            if reason is not None:
-                return self._rejected(
-                    check, reason, list(generation.attempts), (generation.output, generation.reasoning)
-                )
-        return generation
-
-    def _rejected(
-        self, check: Check, error: str, attempts: list[Attempt], last_valid: tuple[Any, str | None] | None
-    ) -> Generation:
-        """A check still fails with no retries left: raise for a hard check, warn for a soft one."""
-        name = self.signature.qualname
-        if not check.soft or last_valid is None:
-            raise AssertionFailed(name, attempts, error)
-        message = f"{name}: soft check {check.name} still fails after {len(attempts)} attempt(s): {error}"
-        logging.getLogger("lmdsl").warning(message)
-        warn_user(message, AssertionWarning)
-        return Generation(last_valid[0], last_valid[1], tuple(attempts), {"soft_failure": error}, settled=True)
-
-    def _generate(self, backend: Backend, request: Request, inputs: Mapping[str, Any]) -> Generation:
-        """The call loop: ask, parse, validate, check; on failure, show the model its reply and why."""
-        attempts: list[Attempt] = []
-        parse = self.output_format.parse
-        rejected_by: Check | None = None
-        last_valid: tuple[Any, str | None] | None = None
-        error = ""
-        for _ in range(self.retries + 1):
-            completion = backend.complete(request)
-            truncated = False
-            rejected_by = None
-            try:
-                output, reasoning = parse(completion.text, inputs)
-            except InvalidOutput as invalid:
-                truncated = completion.finish_reason == "length"
-                error = (
-                    f"the reply was cut off at max_tokens={request.max_tokens} before it was complete"
-                    if truncated
-                    else str(invalid)
-                )
-            else:
-                for check in self._checks:
-                    reason = check.verdict(output, inputs)
-                    if reason is not None:
-                        rejected_by, error = check, reason
-                        break
-                if rejected_by is None:
-                    attempts.append(
-                        Attempt(
-                            request,
-                            completion.text,
-                            None,
-                            completion.usage,
-                            completion.finish_reason,
-                            completion.cached,
-                        )
-                    )
-                    return Generation(output, reasoning, tuple(attempts))
-                last_valid = (output, reasoning)
-            text = printable(completion.text)  # a reply with lone surrogates is kept, escaped, so it can be shown
-            attempts.append(
-                Attempt(request, text, error, completion.usage, completion.finish_reason, completion.cached)
-            )
-            request = retry_request(request, text, error, truncated=truncated)
-        if rejected_by is None:
-            raise OutputError(self.signature.qualname, attempts)
-        return self._rejected(rejected_by, error, attempts, last_valid)
-
-
-class _CallRun:
-    """The `Run` a strategy gets for one call: the call loop, bound to this call's settings."""
-
-    __slots__ = ("_fn", "_backend", "_prompt", "inputs", "_temperature", "_max_tokens", "_feedback", "_rollout")
-
-    def __init__(
-        self,
-        fn: FuzzyFunction[..., Any],
-        backend: Backend,
-        prompt: Prompt,
-        inputs: Mapping[str, Any],
-        temperature: float,
-        max_tokens: int | None,
-        feedback: tuple[Message, ...],
-        rollout: int,
-    ) -> None:
-        self._fn, self._backend, self._prompt, self.inputs = fn, backend, prompt, inputs
-        self._temperature, self._max_tokens, self._feedback = temperature, max_tokens, feedback
-        self._rollout = rollout
-
-    @property
-    def function(self) -> str:
-        return self._fn.signature.qualname
-
-    @property
-    def state(self) -> Any:
-        return self._fn._strategy_state
-
-    @property
-    def backend(self) -> Backend:
-        return self._backend
-
-    def generate(
-        self, *, rollout: int = 0, temperature: float | None = None, feedback: tuple[Message, ...] = ()
-    ) -> Generation:
-        request = self._prompt.request(
-            self.inputs,
-            temperature=self._temperature if temperature is None else temperature,
-            max_tokens=self._max_tokens,
-            rollout=self._rollout + rollout,
-            feedback=self._feedback + feedback,
-        )
-        return self._fn._generate(self._backend, request, self.inputs)
-
-    def render(self, output: Any) -> str:
-        return self._fn.output_format.render(output)
-
-    def call(
-        self, function: FuzzyFunction[..., Any], inputs: Mapping[str, Any], *, feedback: tuple[Message, ...] = ()
-    ) -> CallRecord:
-        return function.invoke(inputs, feedback=feedback, backend=self._backend)
 
 
 def _caller_namespace() -> Mapping[str, Any] | None:  # pragma: no mutate block

@@ -4,13 +4,27 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from lmdsl.lm.types import Attempt, Message, Usage
+
+
+@dataclass(frozen=True, slots=True)
+class Spent:
+    """What LM calls cost: how many reached a model, and their tokens. A reply from the cache costs nothing."""
+
+    lm_calls: int = 0
+    usage: Usage = Usage()
+
+    def __add__(self, other: Spent) -> Spent:
+        return Spent(self.lm_calls + other.lm_calls, self.usage + other.usage)
+
+
+_NOTHING = Spent()
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,12 +45,25 @@ class CallRecord:
     details: Mapping[str, Any] = field(default_factory=dict)
 
     @property
-    def usage(self) -> Usage:
-        total = Usage()
-        for attempt in self.attempts:
+    def spent(self) -> Spent:
+        """What this call cost: each attempt is one LM call and its tokens, unless the cache served it.
+        The one place that rule lives: usage counters, budgets and evaluation rows all read it."""
+        attempts = self.attempts
+        if len(attempts) == 1:  # the usual call: one attempt, its usage object reused (this runs on every call)
+            only = attempts[0]
+            return _NOTHING if only.cached else Spent(1, only.usage)
+        calls = input_tokens = output_tokens = 0
+        for attempt in attempts:
             if not attempt.cached:
-                total = total + attempt.usage
-        return total
+                calls += 1
+                input_tokens += attempt.usage.input_tokens
+                output_tokens += attempt.usage.output_tokens
+        return Spent(calls, Usage(input_tokens, output_tokens))
+
+    @property
+    def usage(self) -> Usage:
+        """The tokens this call spent (cached attempts cost none)."""
+        return self.spent.usage
 
     @property
     def cached(self) -> bool:
@@ -80,19 +107,14 @@ class UsageCounter:
         self.reset()
 
     def add(self, record: CallRecord) -> None:
-        fresh = input_tokens = output_tokens = 0
-        for attempt in record.attempts:
-            if not attempt.cached:
-                fresh += 1
-                input_tokens += attempt.usage.input_tokens
-                output_tokens += attempt.usage.output_tokens
+        spent = record.spent
         with self._lock:
             self._calls += 1
-            self._cached_calls += fresh == 0
+            self._cached_calls += spent.lm_calls == 0
             self._failures += record.error is not None
-            self._lm_calls += fresh
-            self._input_tokens += input_tokens
-            self._output_tokens += output_tokens
+            self._lm_calls += spent.lm_calls
+            self._input_tokens += spent.usage.input_tokens
+            self._output_tokens += spent.usage.output_tokens
 
     @property
     def totals(self) -> FunctionUsage:
@@ -154,8 +176,8 @@ class CallObserver:
 _observers: ContextVar[tuple[CallObserver, ...]] = ContextVar("lmdsl_observers", default=())
 
 
-def observers() -> tuple[CallObserver, ...]:
-    return _observers.get()
+# The observers in force here; the context variable's own getter, so a call pays no Python frame for it.
+observers: Callable[[], tuple[CallObserver, ...]] = _observers.get
 
 
 ObserverT = TypeVar("ObserverT", bound=CallObserver)

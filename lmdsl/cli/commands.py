@@ -19,11 +19,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from lmdsl.calls.function import FuzzyFunction
 from lmdsl.config import history, using
 from lmdsl.errors import ConfigurationError, InputError, LMDSLError
-from lmdsl.fuzzy import FuzzyFunction
 from lmdsl.lm import MODEL_FORMS, resolve_model
-from lmdsl.program import Program, read_params_file
+from lmdsl.params import read_params_file
+from lmdsl.program import Program
 from lmdsl.unicode import printable
 
 EXIT_FAILED = 1
@@ -130,12 +131,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _compile(args: argparse.Namespace) -> int:
-    from lmdsl.compiler.decorator import CompileConfig, compile_program, keeps_a_study
+    from lmdsl.compiler.decorator import compile_program, keeps_a_study
     from lmdsl.evaluation import evaluate
 
     program = load_program(args.target)
     config = program.compile_config
-    if not isinstance(config, CompileConfig):
+    if config is None:
         raise UsageFailure(f"{args.target} has no compile configuration: decorate it with @lmdsl.optimize(...)")
     if args.storage is not None and not keeps_a_study(config.optimizer):
         raise UsageFailure(f"--storage: {type(config.optimizer).__name__} keeps no study (MIPRO does)")
@@ -207,14 +208,13 @@ def _show_compiler_progress() -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from lmdsl.compiler.decorator import CompileConfig
     from lmdsl.data import load_examples
     from lmdsl.evaluation import evaluate
 
     program = load_program(args.target)
     if args.metric:
         metric = _load(args.metric, object, "a metric", "names")
-    elif isinstance(program.compile_config, CompileConfig):
+    elif program.compile_config is not None:
         metric = program.compile_config.metric
     else:
         raise UsageFailure("give --metric FILE.py:NAME, or decorate the program with @lmdsl.optimize(metric=...)")

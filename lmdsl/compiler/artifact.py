@@ -13,7 +13,8 @@ from typing import Any
 
 from lmdsl.compiler.base import Compiled
 from lmdsl.files import write_atomic
-from lmdsl.program import Program, dump_params
+from lmdsl.params import dump_params
+from lmdsl.program import Program
 
 
 def artifact_data(program: Program[..., Any], compiled: Compiled, *, model: str) -> dict[str, Any]:

@@ -8,11 +8,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from lmdsl.calls.function import FuzzyFunction
+from lmdsl.calls.records import CallObserver, CallRecord, observing
 from lmdsl.data import Metric
 from lmdsl.errors import LMDSLError
-from lmdsl.fuzzy import FuzzyFunction
 from lmdsl.params import Demo, Params
-from lmdsl.records import CallObserver, CallRecord, observing
 
 if TYPE_CHECKING:
     from lmdsl.data import Example
@@ -68,10 +68,10 @@ class Budget(CallObserver):
         self._lock = threading.Lock()
 
     def record(self, function: Any, record: CallRecord) -> None:
-        fresh = [a for a in record.attempts if not a.cached]
+        spent = record.spent
         with self._lock:
-            self.lm_calls += len(fresh)
-            self.tokens += sum(a.usage.total_tokens for a in fresh)
+            self.lm_calls += spent.lm_calls
+            self.tokens += spent.usage.total_tokens
 
     @property
     def exhausted(self) -> bool:

@@ -118,7 +118,7 @@ def _check_examples(examples: Sequence[Example], program: Program[..., Any]) -> 
                 )
 
 
-def keeps_a_study(optimizer: Optimizer) -> bool:
+def keeps_a_study(optimizer: object) -> bool:
     """Whether an optimizer keeps an Optuna study (and so takes a `storage` URL), as MIPRO does."""
     return dataclasses.is_dataclass(optimizer) and hasattr(optimizer, "storage")
 

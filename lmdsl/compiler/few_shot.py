@@ -10,19 +10,19 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from lmdsl.compiler.base import Budget, BudgetExhausted, Candidate, Compiled, labelled_demo, with_demos
+from lmdsl.compiler.base import Budget, Candidate, Compiled, labelled_demo, with_demos
 from lmdsl.config import using
 from lmdsl.data import Metric
 from lmdsl.errors import LMDSLError
 from lmdsl.params import Demo, Params
 
 if TYPE_CHECKING:
+    from lmdsl.calls.function import FuzzyFunction
     from lmdsl.data import Example
-    from lmdsl.fuzzy import FuzzyFunction
     from lmdsl.program import Program
 
 log = logging.getLogger("lmdsl.compiler")
@@ -188,6 +188,44 @@ def _from_inputs(demo: Demo, inputs: Mapping[str, Any]) -> bool:
     return all(name in inputs and inputs[name] == value for name, value in demo.inputs.items())
 
 
+def candidate_ladder(
+    program: Program[..., Any],
+    trainset: Sequence[Example],
+    metric: Metric,
+    bootstrapper: BootstrapFewShot,
+    budget: Budget,
+    rng: random.Random,
+    count: int,
+    *,
+    zero_shot: Mapping[str, Params] | None = None,
+) -> Iterator[tuple[str, Mapping[str, Params]]]:
+    """The demo-set candidates RandomSearch scores and MIPRO searches over: up to `count` (label, params).
+
+    In order: zero-shot (`zero_shot`; by default the program's parameters as they are), the
+    bootstrapper's `max_labeled` labelled demos drawn with its seed, demos bootstrapped in
+    training order, then bootstraps over shuffled training sets, each wanting a random number
+    of demos in [1, max_demos]: from `rng`, first that number, then the shuffle's seed.
+
+    Built lazily, one rung per step: the budget is checked between rungs, and once it is spent
+    the ladder ends (a rung cut short by the budget is still given).
+    """
+    for number in range(count):
+        if number and budget.exhausted:
+            return
+        if number == 0:
+            yield "zero-shot", program.params if zero_shot is None else zero_shot
+        elif number == 1:
+            labelled = labelled_params(program, trainset, bootstrapper.max_labeled, random.Random(bootstrapper.seed))
+            yield "labelled", labelled
+        elif number == 2:
+            yield "bootstrapped", bootstrapper.bootstrap(program, trainset, metric, budget=budget)
+        else:
+            size = rng.randint(1, bootstrapper.max_demos)
+            shuffle = random.Random(rng.random())
+            params = bootstrapper.bootstrap(program, trainset, metric, budget=budget, shuffle=shuffle, max_demos=size)
+            yield f"bootstrapped, shuffled #{number - 2}, {size} demos", params
+
+
 @dataclass(frozen=True)
 class RandomSearch:
     """Several demo sets, each scored on the dev set; the best wins.
@@ -220,7 +258,6 @@ class RandomSearch:
         started = time.perf_counter()
         dev = list(devset if devset is not None else trainset)
         budget = Budget(self.max_lm_calls, self.max_total_tokens)
-        rng = random.Random(self.seed)
         bootstrapper = BootstrapFewShot(
             max_demos=self.max_demos,
             max_labeled=self.max_labeled,
@@ -229,33 +266,14 @@ class RandomSearch:
             seed=self.seed,
         )
         original = program.params
+        ladder = candidate_ladder(
+            program, trainset, metric, bootstrapper, budget, random.Random(self.seed), max(self.candidates, 1)
+        )
         tried: list[Candidate] = []
         best: Candidate | None = None
-        baseline: float | None = None
         with budget.counting():
-            try:
-                for number in range(max(self.candidates, 1)):
-                    budget.check()
-                    if number == 0:
-                        label, params = "zero-shot", original
-                    elif number == 1:
-                        label, params = (
-                            "labelled",
-                            labelled_params(program, trainset, self.max_labeled, random.Random(self.seed)),
-                        )
-                    elif number == 2:
-                        label, params = "bootstrapped", bootstrapper.bootstrap(program, trainset, metric, budget=budget)
-                    else:
-                        size = rng.randint(1, self.max_demos)
-                        label = f"bootstrapped, shuffled #{number - 2}, {size} demos"
-                        params = bootstrapper.bootstrap(
-                            program,
-                            trainset,
-                            metric,
-                            budget=budget,
-                            shuffle=random.Random(rng.random()),
-                            max_demos=size,
-                        )
+            if not budget.exhausted:  # a budget of nothing scores nothing, not even zero-shot
+                for number, (label, params) in enumerate(ladder):
                     with program.with_params(params):
                         score = evaluate(program, dev, metric, threads=self.threads, progress=False).score
                     candidate = Candidate(label, params, score)
@@ -268,16 +286,12 @@ class RandomSearch:
                         score,
                         budget.lm_calls,
                     )
-                    if number == 0:
-                        baseline = score
                     if best is None or (best.score is not None and score > best.score):
-                        best = candidate
-            except BudgetExhausted:
-                pass
+                        best = candidate  # the first of the best
         return Compiled(
             best.params if best else original,  # nothing scored (no budget): the program as it is
             best.score if best else None,
-            baseline,
+            tried[0].score if tried else None,  # the baseline: zero-shot
             tuple(tried),
             budget.lm_calls,
             budget.tokens,

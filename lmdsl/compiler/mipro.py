@@ -1,7 +1,8 @@
 """MIPRO: propose instructions, bootstrap demo sets, then search their combinations with Optuna's TPE.
 
 1. Demo-set candidates per fuzzy function: zero-shot, labelled, bootstrapped in
-   training order, then bootstraps over shuffled training sets.
+   training order, then bootstraps over shuffled training sets (the candidate
+   ladder RandomSearch also climbs: `few_shot.candidate_ladder`).
 2. Instruction candidates per fuzzy function: the docstring, then proposals by a
    (configurable) proposer model that sees the program's source code, a summary
    of the data, successful demos of that function and a randomly drawn tip.
@@ -32,26 +33,28 @@ import random
 import socket
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
-from lmdsl.compiler.base import Budget, BudgetExhausted, Candidate, Compiled
-from lmdsl.compiler.few_shot import BootstrapFewShot, labelled_params
+from lmdsl.calls.function import FuzzyFunction, fuzzy
+from lmdsl.compiler.base import Budget, BudgetExhausted, Candidate, Compiled, with_demos
+from lmdsl.compiler.few_shot import BootstrapFewShot, candidate_ladder
 from lmdsl.config import settings, using
 from lmdsl.data import Metric
 from lmdsl.errors import ArtifactError, ConfigurationError, LMDSLError
-from lmdsl.fuzzy import FuzzyFunction, fuzzy
-from lmdsl.params import Demo, Params
-from lmdsl.program import dump_demos, load_demos
+from lmdsl.params import Demo, Params, dump_demos, load_demos
 
 if TYPE_CHECKING:
     from lmdsl.config import ModelSpec
     from lmdsl.data import Example
     from lmdsl.program import Program
+
+    # a choice (instruction and demo-set indices, by function) of these candidates, scored on these examples
+    Scoring = Callable[[Mapping[str, Sequence[int]], Sequence[Example], "_Candidates"], float]
 
 TIPS = {
     "none": "",
@@ -96,6 +99,16 @@ def _proposer() -> tuple[FuzzyFunction[..., str], FuzzyFunction[..., ProposedIns
     return fuzzy(summarize_data), fuzzy(retries=1)(propose_instruction)
 
 
+def _optuna() -> Any:
+    """Optuna, imported on first use (it is an optional dependency), with its per-trial logging quiet."""
+    try:
+        import optuna
+    except ImportError:
+        raise ConfigurationError("MIPRO needs optuna: pip install 'lmdsl[compile]'") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
 @dataclass(frozen=True)
 class MIPRO:
     """Instructions and demos per fuzzy function, searched jointly (see the module docstring)."""
@@ -123,21 +136,17 @@ class MIPRO:
         *,
         devset: Sequence[Example] | None = None,
     ) -> Compiled:
-        try:
-            import optuna
-        except ImportError:
-            raise ConfigurationError("MIPRO needs optuna: pip install 'lmdsl[compile]'") from None
-
+        optuna = _optuna()
         from lmdsl.evaluation import evaluate
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
         started = time.perf_counter()
         dev = list(devset if devset is not None else trainset)
-        names = list(program.functions)
+        names = list(program.functions)  # fixed now: a run may find more functions
+        zero_shot = {name: (0, 0) for name in names}  # the docstrings and no demos
         budget = Budget(self.max_lm_calls, self.max_total_tokens)
         study = self._study(optuna, program, trainset, dev)
 
-        def score(choice: Mapping[str, Sequence[int]], examples: Sequence[Example]) -> float:
+        def score(choice: Mapping[str, Sequence[int]], examples: Sequence[Example], candidates: _Candidates) -> float:
             with program.with_params(self._params(choice, candidates)):
                 return evaluate(program, examples, metric, threads=self.threads, progress=False).score
 
@@ -148,55 +157,99 @@ class MIPRO:
                 if stored is not None
                 else self._candidates(program, trainset, metric, budget).share(study, program)
             )
-            baseline_choice = {name: (0, 0) for name in names}
-            baseline = candidates.full_scores(study).get(_key(baseline_choice))
-            if baseline is None:
-                baseline = score(baseline_choice, dev)
-                study.set_user_attr(candidates.full_attr(_key(baseline_choice)), baseline)
-            try:
-                while (done := _completed(optuna, study)) < self.trials:
-                    budget.check()
-                    candidates = candidates.current(study, program)
-                    trial = study.ask()
-                    trial.set_user_attr("candidates", candidates.digest)
-                    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-                    choice = {
-                        name: (
-                            int(
-                                trial.suggest_categorical(
-                                    f"{name}:instruction", list(range(len(candidates.instructions[name])))
-                                )
-                            ),
-                            int(trial.suggest_categorical(f"{name}:demos", list(range(len(candidates.demo_sets))))),
-                        )
-                        for name in names
-                    }
-                    batch = (
-                        dev
-                        if len(dev) <= self.minibatch_size
-                        else random.Random(self.seed * 7919 + trial.number).sample(dev, self.minibatch_size)
-                    )
-                    value = score(choice, batch)
-                    study.tell(trial, value)
-                    log.info(
-                        "trial %d/%d: %.1f on %d examples, %d LM calls so far",
-                        done + 1,
-                        self.trials,
-                        value,
-                        len(batch),
-                        budget.lm_calls,
-                    )
-                    if (done + 1) % self.full_eval_every == 0 and done + 1 < self.trials:
-                        self._full_evaluation(study, candidates, score, dev)
-                self._full_evaluation(study, candidates, score, dev)
-            except BudgetExhausted:
-                pass
+            baseline = self._baseline(study, candidates, score, dev, zero_shot)
+            candidates = self._search(optuna, study, program, names, candidates, score, dev, budget)
+        return self._compiled(study, candidates, zero_shot, baseline, budget, started)
+
+    def _baseline(
+        self,
+        study: Any,
+        candidates: _Candidates,
+        score: Scoring,
+        dev: Sequence[Example],
+        zero_shot: Mapping[str, Sequence[int]],
+    ) -> float:
+        """Zero-shot's score on the whole dev set: read from the study, or scored once and kept there."""
+        baseline = candidates.full_scores(study).get(_key(zero_shot))
+        if baseline is None:
+            baseline = score(zero_shot, dev, candidates)
+            study.set_user_attr(candidates.full_attr(_key(zero_shot)), baseline)
+        return baseline
+
+    def _search(
+        self,
+        optuna: Any,
+        study: Any,
+        program: Program[..., Any],
+        names: Sequence[str],
+        candidates: _Candidates,
+        score: Scoring,
+        dev: Sequence[Example],
+        budget: Budget,
+    ) -> _Candidates:
+        """Trials until the study has `trials` completed ones, a full evaluation every `full_eval_every`
+        trials and one after the last; stops early when the budget is spent. Returns the candidates
+        searched last (another worker may have replaced those it started with)."""
+        try:
+            while (done := _completed(optuna, study)) < self.trials:
+                budget.check()
+                candidates = candidates.current(study, program)
+                value, size = self._trial(study, names, candidates, score, dev)
+                log.info(
+                    "trial %d/%d: %.1f on %d examples, %d LM calls so far",
+                    done + 1,
+                    self.trials,
+                    value,
+                    size,
+                    budget.lm_calls,
+                )
+                if (done + 1) % self.full_eval_every == 0 and done + 1 < self.trials:
+                    self._full_evaluation(study, candidates, score, dev)
+            self._full_evaluation(study, candidates, score, dev)
+        except BudgetExhausted:
+            pass
+        return candidates
+
+    def _trial(
+        self, study: Any, names: Sequence[str], candidates: _Candidates, score: Scoring, dev: Sequence[Example]
+    ) -> tuple[float, int]:
+        """One trial: TPE picks an instruction and a demo set per function, scored on a seeded
+        minibatch of the dev set (the whole dev set when it is no larger). Its score and batch size."""
+        trial = study.ask()
+        trial.set_user_attr("candidates", candidates.digest)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        choice = {
+            name: (
+                int(trial.suggest_categorical(f"{name}:instruction", list(range(len(candidates.instructions[name]))))),
+                int(trial.suggest_categorical(f"{name}:demos", list(range(len(candidates.demo_sets))))),
+            )
+            for name in names
+        }
+        batch = (
+            dev
+            if len(dev) <= self.minibatch_size
+            else random.Random(self.seed * 7919 + trial.number).sample(dev, self.minibatch_size)
+        )
+        value = score(choice, batch, candidates)
+        study.tell(trial, value)
+        return value, len(batch)
+
+    def _compiled(
+        self,
+        study: Any,
+        candidates: _Candidates,
+        zero_shot: Mapping[str, Sequence[int]],
+        baseline: float,
+        budget: Budget,
+        started: float,
+    ) -> Compiled:
+        """The best combination scored on the whole dev set, and every one so scored, zero-shot first."""
         full = candidates.full_scores(study)
-        full.setdefault(_key(baseline_choice), baseline)  # zero-shot is the same choice under any candidates
+        full.setdefault(_key(zero_shot), baseline)  # zero-shot is the same choice under any candidates
         best_key = max(full, key=lambda key: full[key])
-        tried = [Candidate("zero-shot, docstrings", self._params(baseline_choice, candidates), baseline)]
+        tried = [Candidate("zero-shot, docstrings", self._params(zero_shot, candidates), baseline)]
         for key, value in full.items():
-            if key != _key(baseline_choice):
+            if key != _key(zero_shot):
                 tried.append(Candidate(f"trial combination {key}", self._params(json.loads(key), candidates), value))
         return Compiled(
             self._params(json.loads(best_key), candidates),
@@ -256,7 +309,7 @@ class MIPRO:
             )
         return study
 
-    def _full_evaluation(self, study: Any, candidates: _Candidates, score: Any, dev: Sequence[Example]) -> None:
+    def _full_evaluation(self, study: Any, candidates: _Candidates, score: Scoring, dev: Sequence[Example]) -> None:
         """Score on the whole dev set the not-yet-scored combination with the best mean minibatch score."""
         means: dict[str, list[float]] = defaultdict(list)
         for trial in study.trials:
@@ -271,7 +324,7 @@ class MIPRO:
         if not pending:
             return
         _, key = max(pending)
-        value = score(json.loads(key), dev)
+        value = score(json.loads(key), dev, candidates)
         study.set_user_attr(candidates.full_attr(key), value)
         log.info("full evaluation of the best combination so far: %.1f", value)
 
@@ -289,26 +342,13 @@ class MIPRO:
         budget: Budget,
         rng: random.Random,
     ) -> list[dict[str, tuple[Demo, ...]]]:
+        """The demo sets of the candidate ladder (zero-shot has no demos at all, whatever the program holds)."""
         bootstrapper = BootstrapFewShot(max_demos=self.max_demos, max_labeled=self.max_labeled, seed=self.seed)
-        sets: list[dict[str, tuple[Demo, ...]]] = [{name: () for name in program.functions}]
-        for number in range(1, self.demo_sets):
-            if budget.exhausted:
-                break
-            if number == 1:
-                params = labelled_params(program, trainset, self.max_labeled, random.Random(self.seed))
-            elif number == 2:
-                params = bootstrapper.bootstrap(program, trainset, metric, budget=budget)
-            else:
-                params = bootstrapper.bootstrap(
-                    program,
-                    trainset,
-                    metric,
-                    budget=budget,
-                    shuffle=random.Random(rng.random()),
-                    max_demos=rng.randint(1, self.max_demos),
-                )
-            sets.append({name: p.demos for name, p in params.items()})
-        return sets
+        no_demos = {name: with_demos(fn, ()) for name, fn in program.functions.items()}
+        ladder = candidate_ladder(
+            program, trainset, metric, bootstrapper, budget, rng, max(self.demo_sets, 1), zero_shot=no_demos
+        )
+        return [{name: p.demos for name, p in params.items()} for _, params in ladder]
 
     def _instructions(
         self,
@@ -378,7 +418,9 @@ class _Candidates:
         functions = program.functions
         data = {
             "instructions": instructions,
-            "demo_sets": [{name: dump_demos(functions[name], demos) for name, demos in s.items()} for s in demo_sets],
+            "demo_sets": [
+                {name: dump_demos(functions[name].signature, demos) for name, demos in s.items()} for s in demo_sets
+            ],
         }
         return cls(instructions, demo_sets, json.dumps(data, sort_keys=True, ensure_ascii=False))
 
@@ -389,7 +431,9 @@ class _Candidates:
         try:
             data = json.loads(encoded)
             instructions = {name: [str(text) for text in data["instructions"][name]] for name in functions}
-            demo_sets = [{name: load_demos(functions[name], s[name]) for name in functions} for s in data["demo_sets"]]
+            demo_sets = [
+                {name: load_demos(functions[name].signature, s[name]) for name in functions} for s in data["demo_sets"]
+            ]
             if not demo_sets or any(not texts for texts in instructions.values()):
                 raise ValueError("no candidates")
         except (ValueError, TypeError, KeyError, ArtifactError) as error:

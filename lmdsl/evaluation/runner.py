@@ -18,14 +18,14 @@ import types
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from lmdsl.calls.function import FuzzyFunction
+from lmdsl.calls.records import CallRecord, Spent, capture
 from lmdsl.data import Example, Metric, metric_score, metric_takes_trace
 from lmdsl.errors import EvaluationError
 from lmdsl.evaluation.progress import State, reporter
 from lmdsl.evaluation.results import EvaluationResult, EvaluationRow, totals
-from lmdsl.fuzzy import FuzzyFunction
 from lmdsl.parallel import run_each
 from lmdsl.program import Program, TraceStep
-from lmdsl.records import CallRecord, capture
 
 Target = Program[..., Any] | FuzzyFunction[..., Any]
 
@@ -153,13 +153,7 @@ def _evaluate_one(
             score = metric_score(value)
         except Exception as failure:
             error, stage = failure, "metric: "
-    lm_calls = input_tokens = output_tokens = 0
-    for record in records.values():
-        for attempt in record.attempts:
-            if not attempt.cached:
-                lm_calls += 1
-                input_tokens += attempt.usage.input_tokens
-                output_tokens += attempt.usage.output_tokens
+    spent = sum((record.spent for record in records.values()), Spent())
     return EvaluationRow(
         index=index,
         inputs=types.MappingProxyType(inputs),
@@ -169,7 +163,7 @@ def _evaluate_one(
         error=None if error is None else f"{stage}{error}",
         error_type=None if error is None else type(error).__name__,
         seconds=time.perf_counter() - started,
-        lm_calls=lm_calls,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
+        lm_calls=spent.lm_calls,
+        input_tokens=spent.usage.input_tokens,
+        output_tokens=spent.usage.output_tokens,
     )

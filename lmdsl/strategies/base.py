@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from lmdsl.lm.types import Attempt, Backend, Message
 
 if TYPE_CHECKING:
-    from lmdsl.fuzzy import FuzzyFunction
-    from lmdsl.records import CallRecord
+    from lmdsl.calls.function import FuzzyFunction
+    from lmdsl.calls.records import CallRecord
     from lmdsl.signature import Signature
 
 

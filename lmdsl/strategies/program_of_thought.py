@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from lmdsl.calls.function import FuzzyFunction
 from lmdsl.errors import OutputError, SandboxError
-from lmdsl.fuzzy import FuzzyFunction
 from lmdsl.lm.types import Attempt, Message, Usage
 from lmdsl.sandbox import SandboxLimits, run_code
 from lmdsl.serializable import type_name

@@ -20,8 +20,8 @@ from typing import Any, Literal, Union
 from pydantic import BaseModel, Field, create_model
 
 from lmdsl import checking, rules
+from lmdsl.calls.function import FuzzyFunction
 from lmdsl.errors import SignatureError
-from lmdsl.fuzzy import FuzzyFunction
 from lmdsl.lm.types import Attempt
 from lmdsl.serializable import type_name, unsupported_reason
 from lmdsl.signature import Signature, synthetic_function

@@ -8,12 +8,14 @@ public API's exact types; the `# type: ignore[...]` lines are mistakes both chec
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal, assert_type
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal, assert_type
 
 from pydantic import BaseModel
 
 import lmdsl
+from lmdsl.program import CompileConfigLike
 
 
 class Facts(BaseModel):
@@ -74,3 +76,16 @@ def surface() -> None:
     extract("text", max_item=3)  # type: ignore[call-arg]  # pyright: ignore[reportCallIssue]
     verdict(extract("text"))  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
     extract("a", 3)  # type: ignore[call-arg]  # pyright: ignore[reportCallIssue]
+
+
+def attached_configuration() -> None:
+    # what @lmdsl.optimize attaches is typed where it is read: no isinstance, no Any
+    config = compiled_check.compile_config
+    assert_type(config, CompileConfigLike | None)
+    if config is not None:
+        assert_type(config.metric, Callable[..., float | bool])
+        assert_type(config.trainset, Sequence[Any])
+        assert_type(config.devset, Sequence[Any] | None)
+        assert_type(config.artifact, Path | None)
+        assert_type(config.optimizer, object)
+    _metric = check.compile_config.metric  # type: ignore[union-attr]  # pyright: ignore[reportOptionalMemberAccess]

@@ -120,6 +120,17 @@ def test_compile_of_a_program_without_optimize_is_a_usage_error(
     assert "@lmdsl.optimize" in capsys.readouterr().err
 
 
+def test_eval_of_a_program_without_optimize_needs_a_metric(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "plain.py"
+    path.write_text("import lmdsl\n@lmdsl.program\ndef p(x: str) -> str:\n    return x\n")
+    devset = tmp_path / "dev.jsonl"
+    devset.write_text('{"x": "a"}\n')
+    assert main(["eval", f"{path}:p", "--devset", str(devset)]) == 2
+    assert "give --metric FILE.py:NAME, or decorate the program with @lmdsl.optimize(metric=...)" in (
+        capsys.readouterr().err
+    )
+
+
 def test_compile_storage_puts_mipros_study_where_it_says(
     program_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

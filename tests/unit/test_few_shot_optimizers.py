@@ -7,6 +7,7 @@ case, so a demo's output tells a labelled demo from a bootstrapped (traced) one.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ import pytest
 import lmdsl
 from lmdsl.compiler import BootstrapFewShot, LabeledFewShot, RandomSearch
 from lmdsl.compiler.base import Budget, Candidate, Compiled
-from lmdsl.compiler.few_shot import metric_passes
+from lmdsl.compiler.few_shot import candidate_ladder, metric_passes
 from lmdsl.lm.types import Request
 
 
@@ -229,6 +230,56 @@ def test_bootstrap_stops_when_its_budget_is_spent(budget: dict[str, int]) -> Non
     assert (compiled.lm_calls, compiled.tokens) == (2, 6)
 
 
+# -- the candidate ladder ---------------------------------------------------------------------
+
+
+def test_the_ladder_draws_each_shuffled_rungs_size_then_its_shuffle_from_the_rng() -> None:
+    """Random(5) gives sizes 3, 1, 2 (randint first), each followed by the seed of its shuffle
+    (random()); every run passes, so a rung holds the first `size` examples of its shuffle."""
+    model = lmdsl.ScriptedModel(always_right)
+    bootstrapper = BootstrapFewShot(max_demos=4, max_labeled=0, seed=0)
+    with lmdsl.using(model=model):
+        ladder = list(candidate_ladder(judge, TRAIN, exact, bootstrapper, Budget(), random.Random(5), 6))
+    assert ladder == [
+        ("zero-shot", demos()),
+        ("labelled", demos()),  # max_labeled=0
+        ("bootstrapped", demos(("good", "pos"), ("bad", "neg"), ("nice", "pos"), ("awful", "neg"))),
+        ("bootstrapped, shuffled #1, 3 demos", demos(("good", "pos"), ("awful", "neg"), ("grim", "neg"))),
+        ("bootstrapped, shuffled #2, 1 demos", demos(("awful", "neg"))),
+        ("bootstrapped, shuffled #3, 2 demos", demos(("fine", "pos"), ("awful", "neg"))),
+    ]
+    assert len(model.requests) == 4 + 3 + 1 + 2
+
+
+def test_the_ladder_is_built_one_rung_at_a_time_and_checks_the_budget_between_rungs() -> None:
+    model = lmdsl.ScriptedModel(always_right)
+    budget = Budget(max_lm_calls=3)
+    bootstrapper = BootstrapFewShot(max_demos=2, max_labeled=2, seed=0)
+    zero_shot = demos(("given", "POS"))
+    with lmdsl.using(model=model), budget.counting():
+        ladder = candidate_ladder(judge, TRAIN, exact, bootstrapper, budget, random.Random(0), 8, zero_shot=zero_shot)
+        assert next(ladder) == ("zero-shot", zero_shot)
+        assert next(ladder) == ("labelled", demos(("fine", "POS"), ("nice", "POS")))  # Random(0)'s draw
+        assert model.requests == []  # nothing is bootstrapped before it is asked for
+        assert next(ladder) == ("bootstrapped", demos(("good", "pos"), ("bad", "neg")))
+        assert len(model.requests) == 2
+        budget.lm_calls = 3  # spent elsewhere (scoring the rung, say) before the next rung is asked for
+        assert list(ladder) == []
+    assert len(model.requests) == 2
+
+
+def test_a_spent_budget_still_gives_zero_shot_and_a_rung_cut_short() -> None:
+    model = lmdsl.ScriptedModel(always_right)
+    budget = Budget(max_lm_calls=1)
+    bootstrapper = BootstrapFewShot(max_demos=3, max_labeled=0, seed=0)
+    with lmdsl.using(model=model), budget.counting():
+        labels = [
+            label for label, _ in candidate_ladder(judge, TRAIN, exact, bootstrapper, budget, random.Random(0), 8)
+        ]
+    assert labels == ["zero-shot", "labelled", "bootstrapped"]  # the bootstrap stopped after its first call
+    assert len(model.requests) == 1
+
+
 # -- RandomSearch -----------------------------------------------------------------------------
 
 
@@ -315,6 +366,13 @@ def test_random_search_scores_on_the_training_set_without_a_devset() -> None:
         compiled = RandomSearch(candidates=1, threads=1).compile(judge, TRAIN, exact)
     assert compiled.candidates == (Candidate("zero-shot", demos(), 50.0),)
     assert (compiled.score, compiled.baseline, compiled.lm_calls) == (50.0, 50.0, 6)
+
+
+def test_random_searchs_zero_shot_is_the_program_as_it_is() -> None:
+    judge.params = demos(("given", "POS"))  # reset after the test
+    with lmdsl.using(model=lmdsl.ScriptedModel(learner("pos"))):
+        compiled = RandomSearch(candidates=1, threads=1).compile(judge, TRAIN, exact, devset=DEV)
+    assert compiled.candidates == (Candidate("zero-shot", demos(("given", "POS")), 75.0),)
 
 
 def test_random_search_with_no_budget_returns_the_program_as_it_was() -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 import lmdsl
+import lmdsl.params
 from lmdsl.errors import ArtifactError, InputError, LMDSLError, OutputError
 from lmdsl.lm.types import Request
 
@@ -282,7 +282,7 @@ def test_load_refuses_what_is_not_a_regular_file_without_blocking(make: Any, tmp
 
 
 def test_an_oversized_parameter_file_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sys.modules["lmdsl.program"], "MAX_PARAMS_BYTES", 100)  # lmdsl.program is the decorator
+    monkeypatch.setattr(lmdsl.params, "MAX_PARAMS_BYTES", 100)
     path = _params_file(tmp_path)
     with pytest.raises(ArtifactError, match="larger than 100 bytes"):
         routed.load(path)

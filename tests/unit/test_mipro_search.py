@@ -20,7 +20,7 @@ from typing import Any, cast
 import pytest
 
 import lmdsl
-from lmdsl.compiler import MIPRO
+from lmdsl.compiler import MIPRO, RandomSearch
 from lmdsl.compiler.base import Candidate, Compiled
 from lmdsl.lm.types import Request
 from tests.unit.test_few_shot_optimizers import DEV, asked, demo_count
@@ -177,15 +177,15 @@ def test_mipro_returns_its_record_and_keeps_its_candidates_in_the_study(
             1.0,
             1,
             f'program_code: {SOURCE}\ndata_summary: Short reviews.\nstep: mood(text) -> {{"mood": string}}\n'
-            f"current_instruction: Say pos or neg.\ngood_examples: {good_examples}\ntip: Keep the instruction clear and concise.",
+            f"current_instruction: Say pos or neg.\ngood_examples: {good_examples}\n"
+            'tip: Give the model a persona suited to the task (for example "You are a ...").',
         ),
         (
             "propose",
             1.0,
             2,
             f'program_code: {SOURCE}\ndata_summary: Short reviews.\nstep: mood(text) -> {{"mood": string}}\n'
-            f"current_instruction: Say pos or neg.\ngood_examples: {good_examples}\n"
-            'tip: Give the model a persona suited to the task (for example "You are a ...").',
+            f"current_instruction: Say pos or neg.\ngood_examples: {good_examples}\ntip: ",  # the tip "none"
         ),
     ]
 
@@ -193,32 +193,32 @@ def test_mipro_returns_its_record_and_keeps_its_candidates_in_the_study(
     assert study.study_name == "main"
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE
     stored = study.user_attrs["candidates"]
-    assert stored.startswith('{"demo_sets": [') and '"café"' in stored  # sorted keys, text as it is
+    assert stored.startswith('{"demo_sets": [')  # sorted keys
     assert json.loads(stored) == {
         "instructions": {"mood": [DOCSTRING, "Proposal 1.", "Proposal 2."]},
         "demo_sets": [
             dumped(),
             dumped(("good", "POS"), ("nice", "POS"), ("awful", "NEG")),  # labelled, drawn with the seed
             dumped(("good", "pos"), ("bad", "neg"), ("grim", "NEG")),  # bootstrapped in training order, topped up
-            dumped(("café", "pos"), ("good", "POS"), ("nice", "POS")),  # shuffled, 1 demo wanted
-            dumped(("good", "pos"), ("grim", "neg"), ("café", "POS")),  # shuffled, 2 demos wanted
+            dumped(("bad", "neg"), ("good", "POS"), ("awful", "NEG")),  # shuffled, 1 demo wanted
+            dumped(("good", "pos"), ("bad", "NEG"), ("awful", "NEG")),  # shuffled, 1 demo wanted
         ],
     }
     assert study.user_attrs["setup"] == "ac3314dcab805cf8"  # the digest of the program, data, model and settings
     full = [(key, value) for key, value in study.user_attrs.items() if key.startswith("full:")]
     assert full == [
-        ('full:dab890ec4daf835d:{"mood": [0, 0]}', 75.0),
-        ('full:dab890ec4daf835d:{"mood": [1, 3]}', 100.0),  # of equal means, the larger key first
-        ('full:dab890ec4daf835d:{"mood": [1, 2]}', 100.0),
+        ('full:4b74b3e12f8c62e5:{"mood": [0, 0]}', 75.0),
+        ('full:4b74b3e12f8c62e5:{"mood": [1, 3]}', 100.0),  # of equal means, the larger key first
+        ('full:4b74b3e12f8c62e5:{"mood": [1, 2]}', 100.0),
     ]
     assert [(t.params, t.value, t.user_attrs["candidates"]) for t in study.trials] == [
-        ({"mood:instruction": 1, "mood:demos": 2}, 100.0, "dab890ec4daf835d"),
-        ({"mood:instruction": 1, "mood:demos": 3}, 100.0, "dab890ec4daf835d"),
-        ({"mood:instruction": 1, "mood:demos": 2}, 100.0, "dab890ec4daf835d"),
-        ({"mood:instruction": 1, "mood:demos": 3}, 100.0, "dab890ec4daf835d"),
+        ({"mood:instruction": 1, "mood:demos": 2}, 100.0, "4b74b3e12f8c62e5"),
+        ({"mood:instruction": 1, "mood:demos": 3}, 100.0, "4b74b3e12f8c62e5"),
+        ({"mood:instruction": 1, "mood:demos": 2}, 100.0, "4b74b3e12f8c62e5"),
+        ({"mood:instruction": 1, "mood:demos": 3}, 100.0, "4b74b3e12f8c62e5"),
     ]
 
-    best = demos("Proposal 1.", ("café", "pos"), ("good", "POS"), ("nice", "POS"))
+    best = demos("Proposal 1.", ("bad", "neg"), ("good", "POS"), ("awful", "NEG"))
     assert compiled.candidates == (  # in the order they were scored on the whole dev set
         Candidate("zero-shot, docstrings", demos(DOCSTRING), 75.0),
         Candidate('trial combination {"mood": [1, 3]}', best, 100.0),
@@ -230,7 +230,7 @@ def test_mipro_returns_its_record_and_keeps_its_candidates_in_the_study(
     )
     assert compiled.params == best  # the first of the best
     assert (compiled.score, compiled.baseline) == (100.0, 75.0)  # the baseline is zero-shot on the dev set
-    assert (compiled.lm_calls, compiled.tokens) == (36, 124)
+    assert (compiled.lm_calls, compiled.tokens) == (35, 121)
     assert isinstance(compiled.seconds, float) and 0.0 <= compiled.seconds <= elapsed
     assert compiled.settings == {
         "optimizer": "MIPRO",
@@ -250,19 +250,51 @@ def test_mipro_returns_its_record_and_keeps_its_candidates_in_the_study(
         "study_name": "main",
     }
     assert compiler_log(caplog) == [
-        "5 demo sets per function, 5 LM calls so far",
+        "5 demo sets per function, 4 LM calls so far",
         "instruction candidates: {'mood': 3}",
-        "trial 1/4: 100.0 on 4 examples, 16 LM calls so far",
-        "trial 2/4: 100.0 on 4 examples, 20 LM calls so far",
-        "trial 3/4: 100.0 on 4 examples, 24 LM calls so far",
+        "trial 1/4: 100.0 on 4 examples, 15 LM calls so far",
+        "trial 2/4: 100.0 on 4 examples, 19 LM calls so far",
+        "trial 3/4: 100.0 on 4 examples, 23 LM calls so far",
         "full evaluation of the best combination so far: 100.0",  # every third trial, unless it is the last
-        "trial 4/4: 100.0 on 4 examples, 32 LM calls so far",
+        "trial 4/4: 100.0 on 4 examples, 31 LM calls so far",
         "full evaluation of the best combination so far: 100.0",  # and once at the end
     ]
     assert threads == {threading.main_thread().name}  # threads=1: every evaluation ran in this thread
     out, err = capsys.readouterr()
     # no progress display: neither the bar ("evaluate judge ...") nor the plain lines ("evaluate: 4/4, ...")
     assert out == "" and "evaluate judge" not in err and "evaluate: " not in err
+
+
+def test_mipro_searches_the_demo_sets_random_search_tries(studies: Studies) -> None:
+    """One candidate ladder: with the same seed and limits, MIPRO's demo sets are the demos of
+    RandomSearch's candidates (Random(3) draws 1 demo for each shuffled rung)."""
+    with lmdsl.using(model=lmdsl.ScriptedModel(classifier)):
+        searched = RandomSearch(candidates=5, max_demos=2, max_labeled=3, seed=3, threads=1).compile(
+            judge, TRAIN, exact, devset=DEV
+        )
+        MIPRO(trials=0, instructions=1, demo_sets=5, max_demos=2, max_labeled=3, seed=3, threads=1).compile(
+            judge, TRAIN, exact, devset=DEV
+        )
+    ladder = [
+        (),
+        (("good", "POS"), ("nice", "POS"), ("awful", "NEG")),
+        (("good", "pos"), ("bad", "neg"), ("grim", "NEG")),
+        (("bad", "neg"), ("good", "POS"), ("awful", "NEG")),
+        (("good", "pos"), ("bad", "NEG"), ("awful", "NEG")),
+    ]
+    assert json.loads(studies.made[0].user_attrs["candidates"])["demo_sets"] == [dumped(*pairs) for pairs in ladder]
+    assert [c.params for c in searched.candidates] == [demos(DOCSTRING, *pairs) for pairs in ladder]
+    assert [c.label for c in searched.candidates][3:] == [
+        "bootstrapped, shuffled #1, 1 demos",
+        "bootstrapped, shuffled #2, 1 demos",
+    ]
+
+
+def test_mipros_zero_shot_demo_set_is_empty_even_when_the_program_holds_demos(studies: Studies) -> None:
+    mood.params = lmdsl.Params(DOCSTRING, (lmdsl.Demo({"text": "given"}, "POS"),))  # reset after the test
+    with lmdsl.using(model=lmdsl.ScriptedModel(classifier)):
+        MIPRO(trials=0, instructions=1, demo_sets=1, threads=1).compile(judge, TRAIN, exact, devset=DEV)
+    assert json.loads(studies.made[0].user_attrs["candidates"])["demo_sets"] == [dumped()]
 
 
 def test_trials_are_scored_on_seeded_minibatches_and_examples_may_be_mappings(studies: Studies) -> None:
@@ -311,6 +343,7 @@ def test_the_full_evaluation_picks_the_best_mean_of_this_studys_trials_and_the_b
     with lmdsl.using(model=model):
         MIPRO(trials=0, **options).compile(judge, TRAIN, exact, devset=DEV)
     [study] = studies.made
+    assert '"text": "café"' in study.user_attrs["candidates"]  # the labelled demos' text as it is, not escaped
     [baseline_key] = [key for key in study.user_attrs if key.startswith("full:")]
     digest = baseline_key.split(":")[1]
     assert baseline_key == f'full:{digest}:{{"mood": [0, 0]}}' and study.user_attrs[baseline_key] == 75.0

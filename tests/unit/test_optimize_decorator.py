@@ -67,6 +67,7 @@ def test_optimize_attaches_its_configuration_with_warn_on_stale_by_default(tmp_p
         return tag(message)
 
     config = triage.compile_config
+    assert config is not None
     assert config.trainset == TRAIN and isinstance(config.trainset, list)
     assert config.devset == DEV
     assert config.metric is exact and config.optimizer is chosen
@@ -178,7 +179,7 @@ def test_a_program_without_a_return_annotation_takes_any_metric() -> None:
     def triage(message: str):  # type: ignore[no-untyped-def]
         return tag(message)
 
-    assert triage.compile_config.metric is by_length
+    assert triage.compile_config is not None and triage.compile_config.metric is by_length
 
 
 def test_examples_given_as_mappings_are_checked_by_their_keys() -> None:
@@ -189,6 +190,7 @@ def test_examples_given_as_mappings_are_checked_by_their_keys() -> None:
     def triage(message: str) -> str:
         return tag(message)
 
+    assert triage.compile_config is not None
     assert triage.compile_config.trainset == [{"message": "win a prize", "label": "spam"}]
 
     with pytest.raises(lmdsl.SignatureError) as caught:

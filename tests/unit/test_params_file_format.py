@@ -12,7 +12,8 @@ import pytest
 from pydantic import BaseModel
 
 import lmdsl
-from lmdsl.program import Program, apply_params, dump_demos, dump_params, load_demos, read_params_file
+from lmdsl.params import dump_demos, dump_params, file_params, load_demos, read_params_file
+from lmdsl.program import Program
 
 
 class Season(enum.Enum):
@@ -149,11 +150,11 @@ def test_dump_demos_writes_models_dates_and_tuples_as_json() -> None:
         lmdsl.Demo({"point": Point(x=3, y=4)}, "a corner"),
         lmdsl.Demo({"point": Point(x=0, y=0)}, "the origin", "both zero"),
     ]
-    assert dump_demos(describe, demos) == [
+    assert dump_demos(describe.signature, demos) == [
         {"inputs": {"point": {"x": 3, "y": 4}}, "output": "a corner", "reasoning": None},
         {"inputs": {"point": {"x": 0, "y": 0}}, "output": "the origin", "reasoning": "both zero"},
     ]
-    assert dump_demos(locate, [lmdsl.Demo({"season": Season.WINTER, "place": "Pier"}, (5, 6))]) == [
+    assert dump_demos(locate.signature, [lmdsl.Demo({"season": Season.WINTER, "place": "Pier"}, (5, 6))]) == [
         {"inputs": {"season": "winter", "place": "Pier"}, "output": [5, 6], "reasoning": None}
     ]
 
@@ -180,7 +181,7 @@ def test_load_demos_checks_and_coerces_against_the_signature() -> None:
         {"inputs": {"place": "Dock", "season": "summer"}, "output": [7, 8], "reasoning": "by the water"},
         {"inputs": {"place": "Hill", "season": "winter"}, "output": [0, 1]},
     ]
-    assert load_demos(locate, data) == (
+    assert load_demos(locate.signature, data) == (
         lmdsl.Demo({"place": "Dock", "season": Season.SUMMER}, (7, 8), "by the water"),
         lmdsl.Demo({"place": "Hill", "season": Season.WINTER}, (0, 1), None),
     )
@@ -188,12 +189,12 @@ def test_load_demos_checks_and_coerces_against_the_signature() -> None:
 
 def test_load_demos_that_do_not_fit_are_an_artifact_error_naming_the_function() -> None:
     with pytest.raises(lmdsl.ArtifactError) as caught:
-        load_demos(locate, [{"inputs": {"place": "Dock"}, "output": [7, 8]}])
+        load_demos(locate.signature, [{"inputs": {"place": "Dock"}, "output": [7, 8]}])
     assert str(caught.value) == (
         "demos of locate do not fit its signature: locate: a demo's missing input field 'season' (Season)"
     )
     with pytest.raises(lmdsl.ArtifactError) as shaped:
-        load_demos(locate, [{"inputs": {}, "output": [1, 2], "extra": 1}])
+        load_demos(locate.signature, [{"inputs": {}, "output": [1, 2], "extra": 1}])
     assert str(shaped.value).startswith("demos of locate do not fit its signature: 1 validation error")
 
 
@@ -321,13 +322,14 @@ def test_a_demo_that_does_not_fit_is_named_with_its_function_and_nothing_is_appl
     )
 
 
-def test_apply_params_names_the_source_it_is_given(tmp_path: Path) -> None:
+def test_file_params_names_the_source_it_is_given_and_sets_nothing(tmp_path: Path) -> None:
     parsed = read_params_file(write(tmp_path / "tour.json", tour_file()))
     with pytest.raises(lmdsl.ArtifactError) as caught:
-        apply_params({"locate": locate}, parsed, source="the artifact")
+        file_params(parsed, {"locate": locate}, source="the artifact")
     assert str(caught.value).startswith("the artifact: fuzzy function 'describe' is in the file but not in the program")
-    apply_params({"locate": locate, "describe": describe}, parsed, source="the artifact")
-    assert describe.params == lmdsl.Params("Describe the point in a few words.", ())
+    read = file_params(parsed, {"locate": locate, "describe": describe}, source="the artifact")
+    assert read["describe"] == lmdsl.Params("Describe the point in a few words.", ())
+    assert locate.params == lmdsl.Params("Give the grid cell of the place on that day.", ())
 
 
 # -- parameters in memory -----------------------------------------------------------------------------------
