@@ -269,7 +269,10 @@ def test_the_typed_surface_passes_basedpyright() -> None:
     executable = shutil.which("basedpyright")
     if executable is None:
         pytest.skip("basedpyright is not installed (./dev test installs it)")
-    result = subprocess.run([executable], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    # the project file named: a pyrightconfig.json in a parent folder must not take over
+    result = subprocess.run(
+        [executable, "--project", "pyproject.toml"], capture_output=True, text=True, cwd=ROOT, timeout=600
+    )
     assert result.returncode == 0 and "0 errors" in result.stdout, result.stdout + result.stderr
 
 
