@@ -4,11 +4,14 @@
 it for a block in the current thread or task (and for threads that copy the
 context); a model set with `using` wins over a fuzzy function's own `model=`,
 so a test can send every call in a block to a scripted model.
+
+`intercepting(wrap)` wraps the backend of every fuzzy call made in a block: how the pytest
+plugin puts a cassette or its live-call guard at the LM boundary.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
@@ -19,9 +22,11 @@ from lmdsl.cache import CachedBackend, default_cache_dir, open_store
 from lmdsl.calls.records import History
 from lmdsl.errors import ConfigurationError
 from lmdsl.lm import resolve_model
-from lmdsl.lm.types import Backend
+from lmdsl.lm.types import Backend, Completion, Request
 
 ModelSpec = str | Backend
+# Wraps the backend a fuzzy call resolved, given the function's qualified name (see `intercepting`).
+Interceptor = Callable[[Backend, str], Backend]
 
 
 @dataclass(frozen=True)
@@ -52,11 +57,47 @@ class Settings:
             self._backends[key] = found
         return found
 
+    def intercepted(self, model: ModelSpec, wrappers: tuple[Interceptor, ...], function: str) -> Backend:
+        """The backend for a model, wrapped by each interceptor in force (innermost block last).
+
+        A model that cannot be resolved here (its package or API key missing) becomes a stand-in
+        that raises the resolution error when asked: a wrapper that answers by itself (a cassette's
+        replay) needs no model at all."""
+        try:
+            backend = self.backend(model)
+        except ConfigurationError as error:
+            backend = _Unresolved(model if isinstance(model, str) else repr(model), error)
+        for wrap in wrappers:
+            backend = wrap(backend, function)
+        return backend
+
+
+class _Unresolved:
+    """A model that failed to resolve, standing in for it behind an interceptor. Asked, it raises
+    the error resolving it raised; it calls no model (`live = False`)."""
+
+    cacheable = False
+    live = False
+
+    def __init__(self, name: str, error: ConfigurationError) -> None:
+        self._name = name
+        self.error = error
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def complete(self, request: Request) -> Completion:
+        raise self.error
+
 
 _OPTIONS = frozenset({"model", "cache", "cache_dir", "temperature", "max_tokens", "rollout"})
 _default = Settings()
 _override: ContextVar[Settings | None] = ContextVar("lmdsl_settings", default=None)
 _history = History(size=100)
+_interceptors: ContextVar[tuple[Interceptor, ...]] = ContextVar("lmdsl_interceptors", default=())
+# The interceptors in force here; the context variable's own getter, so a call pays one C call for it.
+interceptors: Callable[[], tuple[Interceptor, ...]] = _interceptors.get
 
 
 def settings() -> Settings:
@@ -93,6 +134,20 @@ def using(**options: Any) -> Iterator[Settings]:
         yield settings()
     finally:
         _override.reset(token)
+
+
+@contextmanager
+def intercepting(wrap: Interceptor) -> Iterator[None]:
+    """Wrap the backend of every fuzzy call made in this block (and in threads and tasks that
+    copy the context: `map`, `evaluate`, `acall`): `wrap(backend, qualname)` returns the backend
+    the call runs on. Applied once per call, to the backend resolved from the configuration; a
+    strategy's sub-calls run on their call's backend, already wrapped. Nested blocks wrap
+    outside the outer ones."""
+    token = _interceptors.set((*_interceptors.get(), wrap))
+    try:
+        yield
+    finally:
+        _interceptors.reset(token)
 
 
 def history() -> History:

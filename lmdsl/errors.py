@@ -206,3 +206,40 @@ class EvaluationError(LMDSLError):
     def __init__(self, message: str, result: EvaluationResult) -> None:
         super().__init__(message)
         self.result = result
+
+
+class CheckRefused(LMDSLError, PermissionError):
+    """`lmdsl check` refused what a file's top-level code tried while the file was being
+    checked: calling a model, or writing, moving or deleting a file. Each refusal is reported
+    as a finding at the top-level line that led to it; guard such code with
+    `if __name__ == "__main__":`."""
+
+
+class CassetteMismatch(LMDSLError):
+    """A test replaying a cassette (lmdsl's pytest plugin) made a request the cassette does not hold.
+
+    `test` is the test's node id, `function` the fuzzy function that asked, `cassette` the
+    file's path and `difference` how the request differs from the closest recorded one
+    (which message changed, as a unified diff, or which setting). Record it again with
+    `pytest --lmdsl-record=new` (adds what is missing) or `--lmdsl-record=all` (starts over).
+    """
+
+    def __init__(self, message: str, *, test: str, function: str, cassette: str, difference: str) -> None:
+        super().__init__(message)
+        self.test = test
+        self.function = function
+        self.cassette = cassette
+        self.difference = difference
+
+
+class LiveModelCallError(LMDSLError):
+    """A test that may not call a model (`lmdsl_allow_model_requests = false`) called a live one:
+    any backend but a test double that says it calls no model (`live = False`, as `ScriptedModel`
+    does). `test` is the test's node id, `function` the fuzzy function, `model` the backend's
+    name. Script it, replay a cassette, or mark the test `lmdsl_live`."""
+
+    def __init__(self, message: str, *, test: str, function: str, model: str) -> None:
+        super().__init__(message)
+        self.test = test
+        self.function = function
+        self.model = model

@@ -507,6 +507,10 @@ class HostedModel:
     def name(self) -> str:
         return self._name
 
+    def redact(self, text: str) -> str:
+        """`text` with this backend's API key replaced by `[redacted]` (what a test's cassette is scrubbed with)."""
+        return self._secret.redact(text) if self._secret is not None else text
+
     @property
     def max_concurrency(self) -> int:
         return self._calls.max_concurrency

@@ -25,8 +25,11 @@ class ScriptedModel:
     A reply is the raw text the model would produce, a `Completion`, or a dict or
     list that is sent as its JSON text. Every request is kept in `requests` so a
     test can assert on the exact prompt. Scripted replies bypass the cache unless
-    `cacheable=True`: two scripts must never see each other's answers.
+    `cacheable=True`: two scripts must never see each other's answers. It calls no model
+    (`live = False`), so lmdsl's pytest plugin lets it run where live calls are refused.
     """
+
+    live = False
 
     def __init__(
         self,

@@ -68,7 +68,9 @@ class Completion:
 class Backend(Protocol):
     """A language model. `name` identifies it in cache keys and records.
 
-    A backend may set `cacheable = False` to keep its replies out of the cache.
+    A backend may set `cacheable = False` to keep its replies out of the cache, and
+    `live = False` to say it calls no model (a test double, like `ScriptedModel`): lmdsl's
+    pytest plugin refuses the calls of every other backend in a test that may not call a model.
     """
 
     @property

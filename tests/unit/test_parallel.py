@@ -41,6 +41,7 @@ class SleepyModel:
     """Answers from the input text after a delay chosen per input; measures concurrency."""
 
     cacheable = False
+    live = False  # a test double: lmdsl's pytest plugin lets it run where live calls are refused
 
     def __init__(
         self, delay: Callable[[str], float], *, name: str = "sleepy", on_finish: Callable[[str], None] | None = None

@@ -33,6 +33,9 @@ from tests.provider_servers import (
     openai_message,
 )
 
+# The real provider backends, talking to fake servers: live backends to lmdsl's pytest plugin.
+pytestmark = pytest.mark.lmdsl_live
+
 KEY = "sk-test-SECRET-4242"
 RETRIES = 2
 

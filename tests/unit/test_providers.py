@@ -33,6 +33,9 @@ from tests.provider_servers import (
     openai_message,
 )
 
+# The real provider backends, talking to fake servers: live backends to lmdsl's pytest plugin.
+pytestmark = pytest.mark.lmdsl_live
+
 CLAUDE_KEY = "sk-ant-test-SECRET-1234"
 OPENAI_KEY = "sk-proj-test-SECRET-5678"
 
