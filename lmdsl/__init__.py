@@ -19,6 +19,7 @@ from lmdsl.compiler import (
     Compiled,
     LabeledFewShot,
     RandomSearch,
+    UnusedLabelsWarning,
     compile_program,
     optimize,
 )
@@ -150,6 +151,7 @@ __all__ = [
     "Strategy",
     "Tool",
     "TraceStep",
+    "UnusedLabelsWarning",
     "Usage",
     "best_of",
     "capture",

@@ -21,7 +21,6 @@ import json
 import os
 import threading
 import time
-import warnings
 from collections import OrderedDict
 from contextlib import suppress
 from dataclasses import dataclass, replace
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from lmdsl.lm.types import Backend, Completion, Request, Usage
+from lmdsl.warn import warn_user
 
 if TYPE_CHECKING:  # sqlite3, hashlib and logging load on first use of the disk layer: import lmdsl stays fast
     import sqlite3
@@ -380,8 +380,7 @@ class CacheStore:
                 f"the cache file {self.path} was written by an earlier lmdsl, without row checksums; "
                 f"its {dropped} entries were dropped and are recomputed when asked for"
             )
-            _log(message)
-            warnings.warn(message, CacheWarning, stacklevel=2)
+            warn_user(message, CacheWarning)
 
     def _open_read_only(self, fault: Fault, error: BaseException) -> _Handle | None:
         """The file cannot be written (read-only, full disk, I/O error): serve what it holds.
@@ -446,16 +445,14 @@ class CacheStore:
         except (OSError, sqlite3.Error, UnicodeDecodeError, _NewerFormat, _Damaged) as second:
             self._disable(f"{message}, but that failed too ({second})")
             return None
-        _log(message)
-        warnings.warn(message, CacheWarning, stacklevel=2)
+        warn_user(message, CacheWarning)
         return handle
 
     # -- reporting ------------------------------------------------------------------------
     def _disable(self, message: str) -> None:
         self._disabled = True
         message = f"{message}; caching in memory only"
-        _log(message)
-        warnings.warn(message, CacheWarning, stacklevel=2)
+        warn_user(message, CacheWarning)
 
     def _warn_busy(self) -> None:
         self._warn_once(
@@ -476,8 +473,7 @@ class CacheStore:
             if kind in self._warned:
                 return
             self._warned.add(kind)
-        _log(message)
-        warnings.warn(message, CacheWarning, stacklevel=2)
+        warn_user(message, CacheWarning)
 
 
 def _log(message: str, *args: object) -> None:

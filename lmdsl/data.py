@@ -299,6 +299,52 @@ def metric_takes_trace(metric: Metric) -> bool:
     return variadic or len(positional) >= 3
 
 
+def metric_fields(metric: Metric) -> tuple[str, ...]:
+    """The fields a metric reads from its example as attributes (`example.label`), found in its
+    code (functions nested in it included), in order of first use. Empty when the code cannot be
+    read (a builtin, a callable object, a `functools.partial`): nothing is then known to be needed."""
+    try:
+        parameters = list(inspect.signature(metric).parameters.values())
+    except (TypeError, ValueError):
+        return ()
+    function = getattr(metric, "__func__", metric)  # a bound method: its function's code
+    code = getattr(function, "__code__", None)
+    if (
+        not parameters
+        or code is None
+        or parameters[0].kind
+        not in (
+            inspect.Parameter.POSITIONAL_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        )
+    ):
+        return ()
+    found: dict[str, None] = {}
+    _attributes_read(code, parameters[0].name, found)
+    return tuple(found)
+
+
+def _attributes_read(code: types.CodeType, variable: str, found: dict[str, None]) -> None:
+    """Add the attributes of `variable` that `code` reads (`variable.NAME`) and are not Example's own."""
+    import dis  # only when a metric is checked against a dev set
+
+    previous: dis.Instruction | None = None
+    for instruction in dis.get_instructions(code):
+        if (
+            previous is not None
+            and previous.opname.startswith(("LOAD_FAST", "LOAD_DEREF", "LOAD_CLOSURE"))
+            and previous.argval == variable
+            and instruction.opname in ("LOAD_ATTR", "LOAD_METHOD")
+            and isinstance(instruction.argval, str)
+            and not hasattr(Example, instruction.argval)
+        ):
+            found[instruction.argval] = None
+        previous = instruction
+    for constant in code.co_consts:
+        if isinstance(constant, types.CodeType) and variable in constant.co_freevars:
+            _attributes_read(constant, variable, found)
+
+
 def metric_score(value: object) -> float:
     """A metric's value as a float in [0, 1]: a bool is 1.0 or 0.0; anything else that is not
     a real number in [0, 1] (NaN included) is an error."""

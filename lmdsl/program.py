@@ -39,7 +39,8 @@ from lmdsl.lm.types import Message
 from lmdsl.parallel import Outcome, run_each
 from lmdsl.params import Params, dump_params, file_params, overlaid, read_params_file
 from lmdsl.signature import InputField, input_error
-from lmdsl.warn import warn_user
+from lmdsl.unicode import printable
+from lmdsl.warn import caller_file, warn_user
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -131,9 +132,7 @@ def suggest(condition: object, message: str) -> None:
     run = _active.get()
     if run is not None and run.backtracks_left > 0 and run.steps:
         raise _Backtrack(message)
-    text = f"{run.program if run else 'suggest'}: suggestion still fails: {message}"
-    logging.getLogger("lmdsl").warning(text)
-    warn_user(text, AssertionWarning)
+    warn_user(f"{run.program if run else 'suggest'}: suggestion still fails: {message}", AssertionWarning)
 
 
 def current_trace() -> tuple[TraceStep, ...]:
@@ -277,8 +276,13 @@ class Program(Generic[P, R]):
 
     def use_artifact(self, path: str | Path, *, on_stale: Literal["warn", "raise"] = "warn") -> None:
         """Load compiled parameters from `path` before the next run, if the file exists. A file
-        that no longer matches the program warns and runs uncompiled, or raises `ArtifactError`."""
-        self.artifact = Path(path)
+        that no longer matches the program warns and runs uncompiled, or raises `ArtifactError`.
+
+        A relative `path` is relative to the folder of the file that calls `use_artifact` (not to
+        the current directory), so the program finds its artifact from wherever it is run; an
+        absolute path is used as it is, and so is a relative one given where there is no file
+        (an interactive session), which stays relative to the current directory."""
+        self.artifact = artifact_path(path, caller_file())
         self._stale = on_stale
         self._artifact_checked = False
 
@@ -298,8 +302,7 @@ class Program(Generic[P, R]):
                 if self._stale == "raise":
                     raise
                 message = f"{self.name} runs uncompiled: {error} (run `lmdsl compile` again)"
-                logging.getLogger("lmdsl").warning(message)
-                warn_user(message, StaleArtifactWarning)
+                warn_user(message, StaleArtifactWarning, at=self._fn)
 
     # -- running ------------------------------------------------------------------------------
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -309,6 +312,28 @@ class Program(Generic[P, R]):
         """Run and return the output with the trace of fuzzy calls."""
         bound = self._checked(self.python_signature.bind(*args, **kwargs))
         return self._execute(lambda: self._fn(*bound.args, **bound.kwargs))
+
+    def validate_inputs(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """Inputs by name, checked as a run checks them, without running: `InputError` naming
+        the field that is unknown, missing or does not fit its annotation. The checked inputs."""
+        parameters = self.python_signature.parameters
+        named = [p for p in parameters.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        takes = ", ".join(p.name for p in named) or "nothing"
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+            unknown = next((name for name in inputs if name not in parameters), None)
+            if unknown is not None:
+                name = printable(str(unknown))
+                raise InputError(f"unknown input field {name!r}; {self.name} takes {takes}", field=name)
+        for parameter in named:
+            if parameter.default is parameter.empty and parameter.name not in inputs:
+                raise InputError(
+                    f"missing input field {parameter.name!r}; {self.name} takes {takes}", field=parameter.name
+                )
+        try:
+            bound = self.python_signature.bind(**inputs)
+        except TypeError as error:  # a positional-only parameter given by name
+            raise InputError(f"{self.name}: {error}") from None
+        return dict(self._checked(bound).arguments)
 
     def invoke(self, inputs: Mapping[str, Any]) -> ProgramResult[R]:
         """Run on inputs given by name."""
@@ -418,6 +443,15 @@ def program(
     if fn is None:
         return lambda function: Program(function, max_backtracks=max_backtracks, functions=listed)
     return Program(fn, max_backtracks=max_backtracks, functions=listed)
+
+
+def artifact_path(path: str | Path, declared_in: str | None) -> Path:
+    """Where an artifact path points: a relative one from the folder of `declared_in`, the file that
+    names it, when that is a file; an absolute one, or one named outside any file, as it is."""
+    given = Path(path)
+    if given.is_absolute() or declared_in is None or not os.path.isfile(declared_in):
+        return given
+    return Path(os.path.dirname(os.path.abspath(declared_in))) / given
 
 
 def _equal(left: object, right: object) -> bool:

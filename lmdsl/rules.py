@@ -18,13 +18,17 @@ DOCSTRING = "lmdsl-docstring"
 SIGNATURE = "lmdsl-signature"
 SERIALIZABLE = "lmdsl-serializable"
 WIRING = "lmdsl-wiring"
+TOP_LEVEL = "lmdsl-top-level"  # found by `lmdsl check` only: it runs the file's top-level code
 
 CODES: dict[str, str] = {
     DOCSTRING: "A fuzzy function needs a docstring: it is the instruction the model follows",
     SIGNATURE: "Every parameter and the return type of a fuzzy function is annotated; no *args or **kwargs",
     SERIALIZABLE: "Types of fuzzy-function inputs and outputs can be written into a prompt and parsed back",
     WIRING: "Checks, metrics, examples and tools fit the fuzzy function or program they are attached to",
+    TOP_LEVEL: "Importing a file calls no model and writes no file: such code runs under `if __name__ == ...`",
 }
+
+_GUARD_IT = 'guard it with `if __name__ == "__main__":`'
 
 SUPPORTED_HELP = (
     "use str, int, float, bool, Literal, an Enum, list[T], dict[str, T], tuple, "
@@ -183,3 +187,11 @@ def tool_unannotated(tool: str, parameter: str | None) -> str:
     if parameter is None:
         return f"react: tool {tool}: annotate its return type"
     return f"react: tool {tool}: parameter {parameter!r} has no type annotation; the model needs its type"
+
+
+def top_level_model_call(function: str) -> str:
+    return f"top-level code calls the model (through {function}): {_GUARD_IT}"
+
+
+def top_level_file_change(action: str, path: str) -> str:
+    return f"top-level code {action} {path}: {_GUARD_IT}"

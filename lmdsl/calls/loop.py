@@ -10,7 +10,6 @@ built it another way (tools, code) and so could not feed a rejection back.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -95,7 +94,6 @@ def exhausted(spec: CallSpec, failure: _Failure, attempts: list[Attempt]) -> Gen
     if not check.soft or failure.valid is None:
         raise AssertionFailed(spec.qualname, attempts, failure.error)
     message = f"{spec.qualname}: soft check {check.name} still fails after {len(attempts)} attempt(s): {failure.error}"
-    logging.getLogger("lmdsl").warning(message)
     warn_user(message, AssertionWarning)
     output, reasoning = failure.valid
     return Generation(output, reasoning, tuple(attempts), {"soft_failure": failure.error}, settled=True)

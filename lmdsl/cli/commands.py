@@ -4,7 +4,9 @@ Exit codes: 0 success; 1 the run failed (the model, a provider, the program, the
 2 anything the user typed cannot be used: a bad target, `--input` that is not JSON (or too
 deep, or an integer past Python's digit limit), fields that do not fit, a `--model` that
 names no usable model, a file that is missing, unreadable or not a regular file, an
-artifact that is malformed. Each error is one line on stderr (`lmdsl: error: ...`).
+artifact that is malformed, a dev set whose examples do not fit the program or the metric,
+a program that fails on every example of its compile. Each error is one line on stderr
+(`lmdsl: error: ...`).
 """
 
 from __future__ import annotations
@@ -17,15 +19,20 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lmdsl.calls.function import FuzzyFunction
+from lmdsl.calls.records import capture
 from lmdsl.config import history, using
-from lmdsl.errors import ConfigurationError, InputError, LMDSLError
+from lmdsl.errors import ConfigurationError, InputError, LMDSLError, OutputError
 from lmdsl.lm import MODEL_FORMS, resolve_model
 from lmdsl.params import read_params_file
-from lmdsl.program import Program
+from lmdsl.program import Program, output_adapter
 from lmdsl.unicode import printable
+
+if TYPE_CHECKING:
+    from lmdsl.data import Example
+    from lmdsl.evaluation import EvaluationResult
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -49,7 +56,27 @@ def load_program(target: str) -> Program[..., Any]:
     return found
 
 
-def _load(target: str, kind: type, what: str, plural: str = "names") -> object:
+def load_runnable(target: str) -> FuzzyFunction[..., Any] | Program[..., Any]:
+    """Import `FILE.py:NAME` and return the fuzzy function or program it names."""
+    found = _load(
+        target,
+        (FuzzyFunction, Program),
+        "a fuzzy function or a program (decorate it with @lmdsl.fuzzy or @lmdsl.program)",
+        "fuzzy functions",
+        also=(Program, "programs"),
+    )
+    assert isinstance(found, (FuzzyFunction, Program))
+    return found
+
+
+def _load(
+    target: str,
+    kind: type | tuple[type, ...],
+    what: str,
+    plural: str = "names",
+    *,
+    also: tuple[type, str] | None = None,
+) -> object:
     file_part, sep, name = target.rpartition(":")
     if not sep or not file_part or not name:
         placeholder = {"fuzzy functions": "FUNCTION", "programs": "PROGRAM"}.get(plural, "NAME")
@@ -57,8 +84,12 @@ def _load(target: str, kind: type, what: str, plural: str = "names") -> object:
     module = _import_file(Path(file_part))
     found = getattr(module, name, None)
     if found is None:
-        available = sorted(n for n, v in vars(module).items() if isinstance(v, kind))
-        raise UsageFailure(f"{file_part} has no {name!r}; its {plural}: {', '.join(available) or 'none'}")
+        groups = [(kind[0] if isinstance(kind, tuple) else kind, plural), *([also] if also else [])]
+        listed = "; ".join(
+            f"its {label}: {', '.join(sorted(n for n, v in vars(module).items() if isinstance(v, group))) or 'none'}"
+            for group, label in groups
+        )
+        raise UsageFailure(f"{file_part} has no {name!r}; {listed}")
     if not isinstance(found, kind):
         raise UsageFailure(f"{file_part}:{name} is not {what}")
     return found
@@ -86,14 +117,7 @@ def _import_file(path: Path) -> ModuleType:
 
 
 def parse_inputs(fn: FuzzyFunction[..., Any], text: str) -> dict[str, Any]:
-    try:
-        data = json.loads(text)
-    except RecursionError:
-        raise UsageFailure("--input is nested too deeply") from None
-    except ValueError as error:  # bad JSON, or an integer longer than Python's digit limit
-        raise UsageFailure(f"--input is not valid JSON: {printable(str(error))}") from None
-    if not isinstance(data, dict):
-        raise UsageFailure(f"--input must be a JSON object of named inputs, not {type(data).__name__}")
+    data = _input_object(text)
     try:
         return fn.signature.validate_inputs(data)
     except InputError as error:
@@ -114,9 +138,33 @@ def model_option(model: str | None) -> dict[str, Any]:
     return {"model": model}
 
 
+def parse_program_inputs(program: Program[..., Any], text: str) -> dict[str, Any]:
+    """`--input` for a program: a JSON object of its parameters by name, checked as a run checks them."""
+    data = _input_object(text)
+    try:
+        return program.validate_inputs(data)
+    except InputError as error:
+        raise UsageFailure(str(error)) from None
+
+
+def _input_object(text: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise UsageFailure("--input is nested too deeply") from None
+    except ValueError as error:  # bad JSON, or an integer longer than Python's digit limit
+        raise UsageFailure(f"--input is not valid JSON: {printable(str(error))}") from None
+    if not isinstance(data, dict):
+        raise UsageFailure(f"--input must be a JSON object of named inputs, not {type(data).__name__}")
+    return data
+
+
 def _run(args: argparse.Namespace) -> int:
     options = model_option(args.model)
-    fn = load_target(args.target)
+    target = load_runnable(args.target)
+    if isinstance(target, Program):
+        return _run_program(target, args, options)
+    fn = target
     inputs = parse_inputs(fn, args.input)
     if args.no_cache:
         options["cache"] = False
@@ -127,6 +175,23 @@ def _run(args: argparse.Namespace) -> int:
             if args.show_prompt and history().last(1):
                 print(history().last(1)[0].format(), file=sys.stderr)
     print(fn.signature.output.adapter.dump_json(record.output, indent=2).decode())
+    return 0
+
+
+def _run_program(program: Program[..., Any], args: argparse.Namespace, options: dict[str, Any]) -> int:
+    """`lmdsl run` on a program: its inputs by name, its output printed as JSON (`--show-prompt`:
+    every fuzzy call of the run)."""
+    inputs = parse_program_inputs(program, args.input)
+    if args.no_cache:
+        options["cache"] = False
+    with using(**options), capture() as records:
+        try:
+            result = program.invoke(inputs)
+        finally:
+            if args.show_prompt:
+                for record in records:
+                    print(record.format(), file=sys.stderr)
+    print(output_adapter(program).dump_json(result.output, indent=2, fallback=repr).decode())
     return 0
 
 
@@ -148,31 +213,56 @@ def _compile(args: argparse.Namespace) -> int:
     program.reset_params()  # the baseline is the uncompiled program, even when an artifact exists
     with using(**options):
         before = evaluate(program, devset, config.metric, threads=args.threads, progress=None)
+        _check_it_runs(program, before)
         compiled = compile_program(program, write=not args.dry_run, storage=args.storage)
         with program.with_params(compiled.params):
             after = evaluate(program, devset, config.metric, threads=args.threads, progress=None)
     rows = [
-        (
+        _cost_row(
             "uncompiled",
             f"{before.score:.1f}",
-            str(before.lm_calls),
-            str(before.input_tokens + before.output_tokens),
-            f"{before.seconds:.1f}",
+            before.lm_calls,
+            before.cached_calls,
+            before.total_tokens,
+            before.seconds,
         ),
-        (
-            "compiled",
-            f"{after.score:.1f}",
-            str(after.lm_calls),
-            str(after.input_tokens + after.output_tokens),
-            f"{after.seconds:.1f}",
+        _cost_row(
+            "compiled", f"{after.score:.1f}", after.lm_calls, after.cached_calls, after.total_tokens, after.seconds
         ),
-        ("compiling", "", str(compiled.lm_calls), str(compiled.tokens), f"{compiled.seconds:.1f}"),
+        _cost_row("compiling", "", compiled.lm_calls, compiled.cached_calls, compiled.tokens, compiled.seconds),
     ]
-    _table(f"{program.name} on {len(devset)} dev examples", ("", "score", "LM calls", "tokens", "seconds"), rows)
+    header = ("", "score", "LM calls", "cached calls", "tokens", "seconds")
+    _table(f"{program.name} on {len(devset)} dev examples", header, rows)
     if config.artifact is not None and not args.dry_run:
         program.reset_params(reload_artifact=True)
         print(f"wrote {config.artifact}")
     return 0
+
+
+def _cost_row(label: str, score: str, lm_calls: int, cached: int, tokens: int, seconds: float) -> tuple[str, ...]:
+    return (label, score, str(lm_calls), str(cached), str(tokens), f"{seconds:.1f}")
+
+
+def _check_it_runs(program: Program[..., Any], before: EvaluationResult) -> None:
+    """After the uncompiled program's evaluation: name the first example's error, if one failed,
+    and stop (a usage error) when every example failed without the model's output being at
+    fault (an `OutputError`, which demos may fix): then the program cannot run, and
+    compiling would only repeat the error."""
+    first = before.first_error
+    if first is None:
+        return
+    described = first.describe_error()
+    failed = [row for row in before.rows if row.error is not None]
+    at_fault = (OutputError.__name__, "AssertionFailed")
+    if len(failed) == len(before.rows) and not any(row.error_type in at_fault for row in failed):
+        raise UsageFailure(
+            f"{program.name} cannot run: every one of its {len(before.rows)} dev example(s) failed; the first: "
+            f"{described}"
+        )
+    print(
+        f"compile: uncompiled, {len(failed)} of {len(before.rows)} example(s) failed; the first: {described}",
+        file=sys.stderr,
+    )
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -196,11 +286,19 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+class _ToStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes each line to `sys.stderr` as it is then, not as it was when the handler was made."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def _show_compiler_progress() -> None:
     """The optimizers log each candidate or trial; show those lines on stderr (once per process)."""
     compiler_log = logging.getLogger("lmdsl.compiler")
     if not any(getattr(h, "lmdsl_cli", False) for h in compiler_log.handlers):
-        handler = logging.StreamHandler()
+        handler = _ToStderr()
         handler.setFormatter(logging.Formatter("compile: %(message)s"))
         handler.lmdsl_cli = True  # type: ignore[attr-defined]
         compiler_log.addHandler(handler)
@@ -228,6 +326,7 @@ def _eval(args: argparse.Namespace) -> int:
         raise UsageFailure(str(error)) from None
     if not devset:
         raise UsageFailure(f"{args.devset} holds no examples")
+    check_devset(program, devset, metric, args.devset)
     options = model_option(args.model)
     with using(**options):
         result = evaluate(program, devset, metric, threads=args.threads, progress=None)
@@ -237,6 +336,29 @@ def _eval(args: argparse.Namespace) -> int:
         (result.to_csv if path.suffix == ".csv" else result.to_json)(path)
         print(f"wrote {path}")
     return 0
+
+
+def check_devset(program: Program[..., Any], devset: Sequence[Example], metric: Any, source: str) -> None:
+    """Before any run: every example has the program's inputs, of the right types, and every
+    field the metric reads (`example.NAME` in its code). The first that has not is a usage error
+    naming the example (counted from 1) and the field."""
+    from lmdsl.data import metric_fields
+
+    needs = metric_fields(metric)
+    metric_name = getattr(metric, "__name__", type(metric).__name__)
+    for number, example in enumerate(devset, start=1):
+        fields = list(example.fields)
+        has = f"its fields: {', '.join(fields) or 'none'}"
+        try:
+            program.validate_inputs(example.inputs_for(program))
+        except InputError as error:
+            raise UsageFailure(f"{source}: example {number}: {error}; {has}") from None
+        missing = next((name for name in needs if name not in example.fields), None)
+        if missing is not None:
+            raise UsageFailure(
+                f"{source}: example {number} has no field {missing!r}, which the metric {metric_name} reads "
+                f"(example.{missing}); {has}"
+            )
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -285,8 +407,8 @@ def _table(title: str, header: tuple[str, ...], rows: Sequence[tuple[str, ...]])
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmdsl", description="Typed functions that language models implement.")
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="call a fuzzy function and print its typed result as JSON")
-    run.add_argument("target", help="FILE.py:FUNCTION")
+    run = commands.add_parser("run", help="call a fuzzy function or run a program and print its typed result as JSON")
+    run.add_argument("target", help="FILE.py:FUNCTION or FILE.py:PROGRAM")
     run.add_argument("--input", default="{}", help='the inputs as a JSON object, e.g. \'{"review": "Great!"}\'')
     run.add_argument("--model", help="a model string, e.g. local or local:/path/model.gguf")
     run.add_argument("--no-cache", action="store_true", help="do not read or write the completion cache")

@@ -1,7 +1,7 @@
 """The compiler: optimizers that choose each fuzzy function's demos and instructions."""
 
 from lmdsl.compiler.artifact import write_artifact
-from lmdsl.compiler.base import Budget, BudgetExhausted, Candidate, Compiled, Optimizer
+from lmdsl.compiler.base import Budget, BudgetExhausted, Candidate, Compiled, Optimizer, UnusedLabelsWarning
 from lmdsl.compiler.decorator import CompileConfig, compile_program, optimize
 from lmdsl.compiler.few_shot import BootstrapFewShot, LabeledFewShot, RandomSearch
 from lmdsl.compiler.mipro import MIPRO
@@ -17,6 +17,7 @@ __all__ = [
     "MIPRO",
     "Optimizer",
     "RandomSearch",
+    "UnusedLabelsWarning",
     "compile_program",
     "optimize",
     "write_artifact",

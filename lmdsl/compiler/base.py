@@ -1,7 +1,9 @@
-"""What every optimizer shares: the result of compiling, the LM-call budget, labelled demos."""
+"""What every optimizer shares: the result of compiling, the LM-call budget, labelled demos,
+scoring a candidate."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -12,11 +14,22 @@ from lmdsl.calls.function import FuzzyFunction
 from lmdsl.calls.records import CallObserver, CallRecord, observing
 from lmdsl.data import Metric
 from lmdsl.errors import LMDSLError
+from lmdsl.evaluation.results import EvaluationResult
+from lmdsl.evaluation.runner import evaluate_shown
 from lmdsl.params import Demo, Params
+from lmdsl.warn import warn_user
 
 if TYPE_CHECKING:
     from lmdsl.data import Example
     from lmdsl.program import Program
+
+log = logging.getLogger("lmdsl.compiler")
+_progress_log = logging.getLogger("lmdsl.compiler.progress")  # shown with the compile's log, told apart from it
+
+
+class UnusedLabelsWarning(UserWarning):
+    """The training examples' labels fit no fuzzy function of a program of several, so labelled
+    demos are none: the labelled candidate is the zero-shot one."""
 
 
 @dataclass(frozen=True)
@@ -30,7 +43,8 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Compiled:
-    """What compiling produced: the chosen parameters, their score, the baseline, the cost."""
+    """What compiling produced: the chosen parameters, their score, the baseline, the cost
+    (`lm_calls` and `tokens` reached a model; `cached_calls` were answered by the cache)."""
 
     params: Mapping[str, Params]
     score: float | None
@@ -40,6 +54,7 @@ class Compiled:
     tokens: int
     seconds: float
     settings: Mapping[str, Any] = field(default_factory=dict)
+    cached_calls: int = 0
 
 
 class Optimizer(Protocol):
@@ -58,13 +73,15 @@ class BudgetExhausted(LMDSLError):
 
 
 class Budget(CallObserver):
-    """Counts the LM calls and tokens spent in its block (cached replies are free)."""
+    """Counts the LM calls and tokens spent in its block (cached replies are free: they are
+    counted apart, in `cached_calls`)."""
 
     def __init__(self, max_lm_calls: int | None = None, max_tokens: int | None = None) -> None:
         self.max_lm_calls = max_lm_calls
         self.max_tokens = max_tokens
         self.lm_calls = 0
         self.tokens = 0
+        self.cached_calls = 0
         self._lock = threading.Lock()
 
     def record(self, function: Any, record: CallRecord) -> None:
@@ -72,6 +89,7 @@ class Budget(CallObserver):
         with self._lock:
             self.lm_calls += spent.lm_calls
             self.tokens += spent.usage.total_tokens
+            self.cached_calls += len(record.attempts) - spent.lm_calls
 
     @property
     def exhausted(self) -> bool:
@@ -124,3 +142,67 @@ def labelled_demo(fn: FuzzyFunction[..., Any], example: Example, label_fields: S
 
 def with_demos(fn: FuzzyFunction[..., Any], demos: Sequence[Demo], instructions: str | None = None) -> Params:
     return Params(instructions if instructions is not None else fn.params.instructions, tuple(demos))
+
+
+def output_fields(fn: FuzzyFunction[..., Any]) -> tuple[str, ...]:
+    """The example fields a labelled demo of `fn` takes its output from: the output's key (the
+    function's name), or the fields of an output model."""
+    spec = fn.signature.output
+    if spec.key is not None:
+        return (spec.key,)
+    return tuple(spec.schema.get("properties", {}))
+
+
+def warn_unused_labels(
+    program: Program[..., Any], examples: Sequence[Example], params: Mapping[str, Params], *, what: str
+) -> None:
+    """Warn (`UnusedLabelsWarning`) when, in a program of several fuzzy functions, labelled
+    examples gave no function a demo: name the label fields and what each function takes and returns."""
+    functions = program.functions
+    if len(functions) < 2 or any(p.demos for p in params.values()):
+        return
+    labels = list(dict.fromkeys(name for example in examples for name in example.labels_for(program)))
+    if not labels:
+        return
+    shapes = ", ".join(
+        f"{name}({', '.join(fn.signature.input_names)}) -> {' + '.join(output_fields(fn)) or '?'}"
+        for name, fn in functions.items()
+    )
+    named = [name for name, fn in functions.items() if set(output_fields(fn)) & set(labels)]
+    if named:
+        why = (
+            f"the label field(s) {', '.join(labels)} fit the output of {', '.join(named)}, "
+            "but no example has all of its inputs and a label of its output type"
+        )
+    else:
+        why = (
+            f"in a program of several fuzzy functions a label counts for the function whose output it names, "
+            f"and the label field(s) {', '.join(labels)} name none"
+        )
+    warn_user(
+        f"{program.name}: {what} has no demos (it is the zero-shot program): {why}; the fuzzy functions "
+        f"take and return: {shapes}. Name a label field after the output of the function it labels",
+        UnusedLabelsWarning,
+        at=program.__wrapped__,
+    )
+
+
+def score_candidate(
+    program: Program[..., Any],
+    examples: Sequence[Example],
+    metric: Metric,
+    *,
+    threads: int,
+    title: str,
+) -> EvaluationResult:
+    """Evaluate a candidate (its parameters already in force), its progress shown while the
+    compile's log is (`lmdsl compile` shows it)."""
+    return evaluate_shown(program, examples, metric, threads=threads, title=title, log=_progress_log)
+
+
+def describe_errors(result: EvaluationResult) -> str:
+    """`, N error(s), the first: example I: Type: message (at file:line)`, or nothing without errors."""
+    first = result.first_error
+    if first is None:
+        return ""
+    return f", {result.errors} error(s), the first: {first.describe_error()}"

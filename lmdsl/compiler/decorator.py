@@ -16,7 +16,7 @@ from lmdsl.compiler.base import Compiled, Optimizer
 from lmdsl.config import settings
 from lmdsl.data import Metric
 from lmdsl.errors import ConfigurationError, SignatureError
-from lmdsl.program import Program
+from lmdsl.program import Program, artifact_path
 from lmdsl.serializable import accepts, type_name
 
 if TYPE_CHECKING:
@@ -52,6 +52,11 @@ class Optimization:
             problems.extend(_check_examples(examples, program))
         if problems and not checking.report(problems[0].with_problems(problems), program.__wrapped__):
             raise problems[0]
+        if config.artifact is not None:  # relative to the program's file, not to where it is run from
+            code = getattr(inspect.unwrap(program.__wrapped__), "__code__", None)
+            config = dataclasses.replace(
+                config, artifact=artifact_path(config.artifact, code.co_filename if code else None)
+            )
         program.compile_config = config
         if config.artifact is not None:
             program.use_artifact(config.artifact, on_stale=self.on_stale)
@@ -69,6 +74,10 @@ def optimize(
 ) -> Optimization:
     """Say how to compile a program: `lmdsl compile FILE.py:PROGRAM` then runs it and writes
     `artifact`, and at run time the program loads the artifact when it still matches.
+
+    A relative `artifact` path is relative to the folder of the file that defines the program,
+    not to the current directory, so the compiled program is found from wherever it is run (and
+    `lmdsl compile` writes it there); an absolute path is used as it is.
 
     Applied to the program, it checks that `metric`'s prediction parameter takes the
     program's output and that every example has the program's required parameters

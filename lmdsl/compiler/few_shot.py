@@ -14,10 +14,18 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from lmdsl.compiler.base import Budget, Candidate, Compiled, labelled_demo, with_demos
+from lmdsl.compiler.base import (
+    Budget,
+    Candidate,
+    Compiled,
+    describe_errors,
+    labelled_demo,
+    score_candidate,
+    warn_unused_labels,
+    with_demos,
+)
 from lmdsl.config import using
 from lmdsl.data import Metric
-from lmdsl.errors import LMDSLError
 from lmdsl.params import Demo, Params
 
 if TYPE_CHECKING:
@@ -77,6 +85,7 @@ class LabeledFewShot:
     ) -> Compiled:
         started = time.perf_counter()
         params = labelled_params(program, trainset, self.k, random.Random(self.seed) if self.seed is not None else None)
+        warn_unused_labels(program, trainset, params, what="LabeledFewShot")
         return Compiled(
             params,
             None,
@@ -128,6 +137,7 @@ class BootstrapFewShot:
             budget.tokens,
             time.perf_counter() - started,
             {"optimizer": "BootstrapFewShot", **asdict(self)},
+            budget.cached_calls,
         )
 
     def bootstrap(
@@ -165,7 +175,7 @@ class BootstrapFewShot:
                             result = program.invoke(inputs)
                         if not metric_passes(metric, example, result.output, result.trace, self.threshold):
                             continue
-                    except LMDSLError:
+                    except Exception:  # a run (or its metric) that fails is a run the metric does not accept
                         continue
                     for step in result.trace:
                         if step.record.error is None:
@@ -216,6 +226,7 @@ def candidate_ladder(
             yield "zero-shot", program.params if zero_shot is None else zero_shot
         elif number == 1:
             labelled = labelled_params(program, trainset, bootstrapper.max_labeled, random.Random(bootstrapper.seed))
+            warn_unused_labels(program, trainset, labelled, what="the labelled candidate")
             yield "labelled", labelled
         elif number == 2:
             yield "bootstrapped", bootstrapper.bootstrap(program, trainset, metric, budget=budget)
@@ -253,8 +264,6 @@ class RandomSearch:
         *,
         devset: Sequence[Example] | None = None,
     ) -> Compiled:
-        from lmdsl.evaluation import evaluate
-
         started = time.perf_counter()
         dev = list(devset if devset is not None else trainset)
         budget = Budget(self.max_lm_calls, self.max_total_tokens)
@@ -274,17 +283,19 @@ class RandomSearch:
         with budget.counting():
             if not budget.exhausted:  # a budget of nothing scores nothing, not even zero-shot
                 for number, (label, params) in enumerate(ladder):
+                    title = f"candidate {number + 1}/{self.candidates} ({label})"
                     with program.with_params(params):
-                        score = evaluate(program, dev, metric, threads=self.threads, progress=False).score
+                        result = score_candidate(program, dev, metric, threads=self.threads, title=title)
+                    score = result.score
                     candidate = Candidate(label, params, score)
                     tried.append(candidate)
                     log.info(
-                        "candidate %d/%d (%s): %.1f, %d LM calls so far",
-                        number + 1,
-                        self.candidates,
-                        label,
+                        "%s: %.1f, %d LM calls so far%s%s",
+                        title,
                         score,
                         budget.lm_calls,
+                        f" (and {budget.cached_calls} from the cache)" if budget.cached_calls else "",
+                        describe_errors(result),
                     )
                     if best is None or (best.score is not None and score > best.score):
                         best = candidate  # the first of the best
@@ -297,4 +308,5 @@ class RandomSearch:
             budget.tokens,
             time.perf_counter() - started,
             {"optimizer": "RandomSearch", **asdict(self)},
+            budget.cached_calls,
         )

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from lmdsl.calls.function import FuzzyFunction, fuzzy
-from lmdsl.compiler.base import Budget, BudgetExhausted, Candidate, Compiled, with_demos
+from lmdsl.compiler.base import Budget, BudgetExhausted, Candidate, Compiled, score_candidate, with_demos
 from lmdsl.compiler.few_shot import BootstrapFewShot, candidate_ladder
 from lmdsl.config import settings, using
 from lmdsl.data import Metric
@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from lmdsl.program import Program
 
     # a choice (instruction and demo-set indices, by function) of these candidates, scored on these examples
-    Scoring = Callable[[Mapping[str, Sequence[int]], Sequence[Example], "_Candidates"], float]
+    Scoring = Callable[[Mapping[str, Sequence[int]], Sequence[Example], "_Candidates", str], float]
 
 TIPS = {
     "none": "",
@@ -137,8 +137,6 @@ class MIPRO:
         devset: Sequence[Example] | None = None,
     ) -> Compiled:
         optuna = _optuna()
-        from lmdsl.evaluation import evaluate
-
         started = time.perf_counter()
         dev = list(devset if devset is not None else trainset)
         names = list(program.functions)  # fixed now: a run may find more functions
@@ -146,9 +144,11 @@ class MIPRO:
         budget = Budget(self.max_lm_calls, self.max_total_tokens)
         study = self._study(optuna, program, trainset, dev)
 
-        def score(choice: Mapping[str, Sequence[int]], examples: Sequence[Example], candidates: _Candidates) -> float:
+        def score(
+            choice: Mapping[str, Sequence[int]], examples: Sequence[Example], candidates: _Candidates, title: str
+        ) -> float:
             with program.with_params(self._params(choice, candidates)):
-                return evaluate(program, examples, metric, threads=self.threads, progress=False).score
+                return score_candidate(program, examples, metric, threads=self.threads, title=title).score
 
         with budget.counting():
             stored = _Candidates.stored(study, program)
@@ -172,7 +172,7 @@ class MIPRO:
         """Zero-shot's score on the whole dev set: read from the study, or scored once and kept there."""
         baseline = candidates.full_scores(study).get(_key(zero_shot))
         if baseline is None:
-            baseline = score(zero_shot, dev, candidates)
+            baseline = score(zero_shot, dev, candidates, "zero-shot")
             study.set_user_attr(candidates.full_attr(_key(zero_shot)), baseline)
         return baseline
 
@@ -194,6 +194,10 @@ class MIPRO:
             while (done := _completed(optuna, study)) < self.trials:
                 budget.check()
                 candidates = candidates.current(study, program)
+                # a sampler seeded by the coming trial's number (its count of trials so far), not one per
+                # process: workers sharing the study, all with this seed, would draw the same combinations
+                # during TPE's random start-up, each repeating the others' trials
+                study.sampler = _sampler(optuna, self.seed * 7919 + len(study.get_trials(deepcopy=False)))
                 value, size = self._trial(study, names, candidates, score, dev)
                 log.info(
                     "trial %d/%d: %.1f on %d examples, %d LM calls so far",
@@ -230,7 +234,7 @@ class MIPRO:
             if len(dev) <= self.minibatch_size
             else random.Random(self.seed * 7919 + trial.number).sample(dev, self.minibatch_size)
         )
-        value = score(choice, batch, candidates)
+        value = score(choice, batch, candidates, f"trial {trial.number + 1}")
         study.tell(trial, value)
         return value, len(batch)
 
@@ -260,6 +264,7 @@ class MIPRO:
             budget.tokens,
             time.perf_counter() - started,
             {"optimizer": "MIPRO", **asdict(self)},
+            budget.cached_calls,
         )
 
     def _candidates(
@@ -293,7 +298,7 @@ class MIPRO:
         with _creating(optuna, self.storage) as storage:
             study = optuna.create_study(
                 direction="maximize",
-                sampler=optuna.samplers.TPESampler(seed=self.seed, multivariate=True),
+                sampler=_sampler(optuna, self.seed),
                 storage=storage,
                 study_name=self.study_name or f"{program.name}-{digest}",
                 load_if_exists=storage is not None,
@@ -324,7 +329,7 @@ class MIPRO:
         if not pending:
             return
         _, key = max(pending)
-        value = score(json.loads(key), dev, candidates)
+        value = score(json.loads(key), dev, candidates, "the best combination so far")
         study.set_user_attr(candidates.full_attr(key), value)
         log.info("full evaluation of the best combination so far: %.1f", value)
 
@@ -487,6 +492,13 @@ def _creating(optuna: Any, url: str | None) -> Iterator[Any]:
 
     with FileLock(f"{path}.lock", timeout=SQLITE_WAIT_SECONDS):
         yield optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": SQLITE_WAIT_SECONDS}})
+
+
+def _sampler(optuna: Any, seed: int) -> Any:
+    """Multivariate TPE that ignores unfinished trials. Optuna's default "constant liar" counts a RUNNING
+    trial as a worst score, and a trial that a killed worker leaves RUNNING stays so for good: TPE all
+    but stopped sampling that combination again, however well it had scored."""
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=False)
 
 
 def _completed(optuna: Any, study: Any) -> int:

@@ -1,7 +1,13 @@
-"""How an evaluation shows its progress: a rich bar on a terminal, a line every ~10% otherwise."""
+"""How an evaluation shows its progress: a rich bar on a terminal, a line every ~10% otherwise.
+
+An optimizer's candidate evaluations show theirs the same way (`shown`), under a title naming
+the candidate, while the compile's log is shown (`lmdsl compile` shows it): the lines then go
+to that log.
+"""
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import threading
@@ -24,16 +30,22 @@ class Reporter:
 
 
 class _Lines(Reporter):
-    """A plain line to stderr every ~10% (for logs and pipes)."""
+    """A plain line every ~10% (for logs and pipes): to stderr, or to `log` at INFO."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, title: str | None = None, log: logging.Logger | None = None) -> None:
         self.total = total
         self.step = max(1, math.ceil(total / 10))
+        self.prefix = f"evaluate {title}" if title else "evaluate"
+        self.log = log
 
     def update(self, done: int, score: float, errors: int) -> None:
         if done % self.step == 0 or done == self.total:
             tail = f", {errors} error(s)" if errors else ""
-            print(f"evaluate: {done}/{self.total}, score {score:.1f}{tail}", file=sys.stderr, flush=True)
+            text = f"{self.prefix}: {done}/{self.total}, score {score:.1f}{tail}"
+            if self.log is not None:
+                self.log.info(text)
+            else:
+                print(text, file=sys.stderr, flush=True)
 
 
 class _Bar(Reporter):
@@ -69,11 +81,25 @@ def reporter(progress: bool | None, name: str, total: int) -> Reporter:
         return _Bar(name, total, force=True)
     if progress is not None:
         raise TypeError(f"progress must be None, True or False, not {progress!r}")
-    stderr = sys.stderr
-    isatty = getattr(stderr, "isatty", None)
-    if stderr is not None and isatty is not None and isatty():
+    if _on_a_terminal():
         return _Bar(name, total, force=False)
     return _Lines(total)
+
+
+def shown(title: str, total: int, log: logging.Logger) -> Reporter:
+    """An optimizer's candidate evaluation: nothing unless `log` shows INFO; then a rich bar on
+    a terminal, else a line on `log` every ~10%."""
+    if not log.isEnabledFor(logging.INFO):
+        return Reporter()
+    if _on_a_terminal():
+        return _Bar(title, total, force=False)
+    return _Lines(total, title, log)
+
+
+def _on_a_terminal() -> bool:
+    stderr = sys.stderr
+    isatty = getattr(stderr, "isatty", None)
+    return stderr is not None and isatty is not None and bool(isatty())
 
 
 class State:

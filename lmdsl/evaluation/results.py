@@ -10,11 +10,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lmdsl.unicode import printable
+
 
 @dataclass(frozen=True, slots=True)
 class EvaluationRow:
     """One example's evaluation. `prediction` is the typed output (None if the run failed);
-    `error_type` and `error` say what failed (the run, or the metric: "metric: ...")."""
+    `error_type` and `error` say what failed (the run, or the metric: "metric: ..."), and
+    `error_at` where (`file:line`: the deepest line of the user's code in its traceback, when
+    it has one). `lm_calls` and the tokens are what reached a model; `cached_calls` the LM
+    calls the cache answered instead."""
 
     index: int
     inputs: Mapping[str, Any]
@@ -27,10 +32,20 @@ class EvaluationRow:
     lm_calls: int
     input_tokens: int
     output_tokens: int
+    error_at: str | None = None
+    cached_calls: int = 0
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    def describe_error(self, limit: int = 200) -> str:
+        """`example N: Type: message (at file:line)`, the message cut at `limit` characters."""
+        message = " ".join(printable(self.error or "").split())  # one line
+        if len(message) > limit:
+            message = message[: limit - 3] + "..."
+        at = f" (at {self.error_at})" if self.error_at else ""
+        return f"example {self.index}: {self.error_type}: {message}{at}"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data: values that are models, enums, tuples... converted by pydantic,
@@ -43,8 +58,10 @@ class EvaluationRow:
             "score": self.score,
             "error_type": self.error_type,
             "error": self.error,
+            "error_at": self.error_at,
             "seconds": self.seconds,
             "lm_calls": self.lm_calls,
+            "cached_calls": self.cached_calls,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
         }
@@ -54,7 +71,7 @@ class EvaluationRow:
 class EvaluationResult:
     """What `evaluate` measured: the mean metric value as a percentage (0-100), each
     example's row in devset order, and the LM calls, tokens and wall-clock time spent.
-    Cached replies count as no LM call and no tokens."""
+    Cached replies count as no LM call and no tokens; `cached_calls` counts them."""
 
     score: float
     rows: tuple[EvaluationRow, ...] = field(repr=False)
@@ -64,6 +81,7 @@ class EvaluationResult:
     seconds: float
     errors: int
     target: str = ""
+    cached_calls: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -72,18 +90,23 @@ class EvaluationResult:
     def summary(self) -> str:
         """A few lines for a terminal: the score, the cost, and the first distinct errors."""
         name = f" {self.target}" if self.target else ""
+        cached = f" (and {self.cached_calls} from the cache)" if self.cached_calls else ""
         lines = [
             f"evaluate{name}: score {self.score:.1f} on {len(self.rows)} example(s), {self.errors} error(s); "
-            f"{self.lm_calls} LM call(s), {self.input_tokens} input + {self.output_tokens} output tokens, "
+            f"{self.lm_calls} LM call(s){cached}, {self.input_tokens} input + {self.output_tokens} output tokens, "
             f"{self.seconds:.1f} s"
         ]
         seen: set[str] = set()
         for row in self.rows:
             if row.error is not None and row.error not in seen and len(seen) < 3:
                 seen.add(row.error)
-                message = row.error if len(row.error) <= 200 else row.error[:197] + "..."
-                lines.append(f"  example {row.index}: {row.error_type}: {message}")
+                lines.append(f"  {row.describe_error()}")
         return "\n".join(lines)
+
+    @property
+    def first_error(self) -> EvaluationRow | None:
+        """The row of the first example that failed, if one did."""
+        return next((row for row in self.rows if row.error is not None), None)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -92,6 +115,7 @@ class EvaluationResult:
             "examples": len(self.rows),
             "errors": self.errors,
             "lm_calls": self.lm_calls,
+            "cached_calls": self.cached_calls,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "seconds": self.seconds,
@@ -104,14 +128,25 @@ class EvaluationResult:
 
     def to_csv(self, path: str | os.PathLike[str]) -> None:
         """Write one row per example: `index`, `inputs.<name>`..., `labels.<name>`...,
-        `prediction`, `score`, `error_type`, `error`, `seconds`, `lm_calls`, tokens.
+        `prediction`, `score`, `error_type`, `error`, `error_at`, `seconds`, `lm_calls`, `cached_calls`, tokens.
         Strings are written as they are, None as an empty cell, anything else as JSON text."""
         input_names: dict[str, None] = {}
         label_names: dict[str, None] = {}
         for row in self.rows:
             input_names.update(dict.fromkeys(row.inputs))
             label_names.update(dict.fromkeys(row.labels))
-        fixed = ["prediction", "score", "error_type", "error", "seconds", "lm_calls", "input_tokens", "output_tokens"]
+        fixed = [
+            "prediction",
+            "score",
+            "error_type",
+            "error",
+            "error_at",
+            "seconds",
+            "lm_calls",
+            "cached_calls",
+            "input_tokens",
+            "output_tokens",
+        ]
         header = ["index", *(f"inputs.{n}" for n in input_names), *(f"labels.{n}" for n in label_names), *fixed]
         with Path(path).open("w", encoding="utf-8", newline="") as handle:
             writer = csv.writer(handle)
@@ -152,4 +187,5 @@ def totals(name: str, rows: list[EvaluationRow], seconds: float) -> EvaluationRe
         seconds=seconds,
         errors=sum(row.error is not None for row in rows),
         target=name,
+        cached_calls=sum(row.cached_calls for row in rows),
     )

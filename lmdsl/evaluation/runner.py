@@ -13,6 +13,7 @@ an example whose run or metric fails as score 0 with its error, instead of stopp
 
 from __future__ import annotations
 
+import logging
 import time
 import types
 from collections.abc import Callable, Iterable, Mapping
@@ -22,10 +23,11 @@ from lmdsl.calls.function import FuzzyFunction
 from lmdsl.calls.records import CallRecord, Spent, capture
 from lmdsl.data import Example, Metric, metric_score, metric_takes_trace
 from lmdsl.errors import EvaluationError
-from lmdsl.evaluation.progress import State, reporter
+from lmdsl.evaluation.progress import Reporter, State, reporter, shown
 from lmdsl.evaluation.results import EvaluationResult, EvaluationRow, totals
 from lmdsl.parallel import run_each
 from lmdsl.program import Program, TraceStep
+from lmdsl.warn import error_site
 
 Target = Program[..., Any] | FuzzyFunction[..., Any]
 
@@ -51,8 +53,39 @@ def evaluate(
     carries the partial result. `progress`: None shows a progress bar when stderr is a
     terminal and a plain line every ~10% otherwise, False nothing, True always the bar.
     """
+    return _evaluate(
+        target, devset, metric, threads, max_errors, lambda total: reporter(progress, _name(target), total)
+    )
+
+
+def evaluate_shown(
+    target: Target,
+    devset: Iterable[Example | Mapping[str, Any]],
+    metric: Metric,
+    *,
+    threads: int,
+    title: str,
+    log: logging.Logger,
+) -> EvaluationResult:
+    """`evaluate` as an optimizer scores a candidate: its progress shown under `title` while
+    `log` shows INFO (a rich bar on a terminal, lines on `log` otherwise), silent when it does not."""
+    return _evaluate(target, devset, metric, threads, None, lambda total: shown(title, total, log))
+
+
+def _name(target: Target) -> str:
+    return target.signature.qualname if isinstance(target, FuzzyFunction) else target.name
+
+
+def _evaluate(
+    target: Target,
+    devset: Iterable[Example | Mapping[str, Any]],
+    metric: Metric,
+    threads: int,
+    max_errors: int | None,
+    display: Callable[[int], Reporter],
+) -> EvaluationResult:
     run = _runner(target)
-    name = target.signature.qualname if isinstance(target, FuzzyFunction) else target.name
+    name = _name(target)
     with_trace = metric_takes_trace(metric)
     if max_errors is not None and (not isinstance(max_errors, int) or isinstance(max_errors, bool) or max_errors < 0):
         raise ValueError(f"max_errors must be a whole number >= 0 or None, not {max_errors!r}")
@@ -62,7 +95,7 @@ def evaluate(
     if not examples:
         raise ValueError(f"evaluate {name}: the devset is empty")
 
-    state = State(len(examples), max_errors, reporter(progress, name, len(examples)))
+    state = State(len(examples), max_errors, display(len(examples)))
 
     def one(indexed: tuple[int, Example]) -> EvaluationRow | None:
         index, example = indexed
@@ -154,6 +187,8 @@ def _evaluate_one(
         except Exception as failure:
             error, stage = failure, "metric: "
     spent = sum((record.spent for record in records.values()), Spent())
+    attempts = sum(len(record.attempts) for record in records.values())
+    site = None if error is None else error_site(error)
     return EvaluationRow(
         index=index,
         inputs=types.MappingProxyType(inputs),
@@ -166,4 +201,6 @@ def _evaluate_one(
         lm_calls=spent.lm_calls,
         input_tokens=spent.usage.input_tokens,
         output_tokens=spent.usage.output_tokens,
+        error_at=None if site is None else f"{site[0]}:{site[1]}",
+        cached_calls=attempts - spent.lm_calls,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,6 +49,7 @@ def compiled_record() -> Compiled:
         tokens=345,
         seconds=1.23456,
         settings={"optimizer": "Handmade", "seed": 3, "storage": None, "threshold": Threshold()},
+        cached_calls=5,
     )
 
 
@@ -72,7 +74,7 @@ def test_artifact_data_holds_the_parameters_scores_cost_settings_and_candidates(
         },
         "model": "scripted-7",
         "scores": {"uncompiled": 50.0, "compiled": 87.5},
-        "cost": {"lm_calls": 12, "tokens": 345, "seconds": 1.23},
+        "cost": {"lm_calls": 12, "tokens": 345, "seconds": 1.23, "cached_calls": 5},
         "optimizer": {"optimizer": "Handmade", "seed": 3, "storage": None, "threshold": "Threshold(0.5)"},
         "candidates": [
             {"label": "zero-shot", "score": 50.0},
@@ -117,7 +119,8 @@ def test_the_artifact_file_is_indented_json_that_keeps_non_ascii_text(tmp_path: 
         '  "cost": {\n'
         '    "lm_calls": 12,\n'
         '    "tokens": 345,\n'
-        '    "seconds": 1.23\n'
+        '    "seconds": 1.23,\n'
+        '    "cached_calls": 5\n'
         "  },\n"
         '  "optimizer": {\n'
         '    "optimizer": "Handmade",\n'
@@ -148,3 +151,70 @@ def test_an_artifact_loads_back_as_the_compiled_parameters(tmp_path: Path) -> No
     triage.load(path)
     assert tag.params == CHOSEN["tag"]
     assert json.loads(path.read_text(encoding="utf-8"))["cost"]["seconds"] == 1.23
+
+
+# -- the recorded cost of a compile the cache answered (issue 16) ------------------------------------
+
+
+def from_cache(seconds: float = 0.02) -> Compiled:
+    """A re-run of the same compile on a warm cache: no LM call, every call cached."""
+    return dataclasses.replace(compiled_record(), lm_calls=0, tokens=0, seconds=seconds, cached_calls=40)
+
+
+def test_a_compile_the_cache_answered_keeps_the_cost_the_artifact_recorded_and_adds_its_cached_calls(
+    tmp_path: Path,
+) -> None:
+    path = write_artifact(tmp_path / "a.json", triage, compiled_record(), model="scripted-7")
+    write_artifact(path, triage, from_cache(), model="scripted-7")
+    assert json.loads(path.read_text(encoding="utf-8"))["cost"] == {
+        "lm_calls": 12,
+        "tokens": 345,
+        "seconds": 1.23,
+        "cached_calls": 40,
+    }
+    write_artifact(path, triage, from_cache(0.5), model="scripted-7")  # and again: still the cost that was paid
+    assert json.loads(path.read_text(encoding="utf-8"))["cost"]["lm_calls"] == 12
+
+
+def test_a_compile_that_reached_a_model_records_its_own_cost_even_over_a_larger_one(tmp_path: Path) -> None:
+    path = write_artifact(tmp_path / "a.json", triage, compiled_record(), model="scripted-7")
+    cheaper = dataclasses.replace(compiled_record(), lm_calls=3, tokens=30, seconds=0.5, cached_calls=9)
+    write_artifact(path, triage, cheaper, model="scripted-7")
+    assert json.loads(path.read_text(encoding="utf-8"))["cost"] == {
+        "lm_calls": 3,
+        "tokens": 30,
+        "seconds": 0.5,
+        "cached_calls": 9,
+    }
+
+
+@pytest.mark.parametrize(
+    "earlier",
+    [
+        pytest.param(None, id="no-artifact-yet"),
+        pytest.param('{"format": "lmdsl-params/1", "progr', id="not-json"),
+        pytest.param("other-program", id="another-programs-artifact"),
+        pytest.param({"lm_calls": 0, "tokens": 0, "seconds": 0.1}, id="a-zero-cost"),
+        pytest.param({"lm_calls": "12", "tokens": -1}, id="not-counts"),
+    ],
+)
+def test_a_compile_the_cache_answered_records_zero_when_there_is_no_earlier_cost_to_keep(
+    tmp_path: Path, earlier: object
+) -> None:
+    path = tmp_path / "a.json"
+    if isinstance(earlier, str) and earlier != "other-program":
+        path.write_text(earlier, encoding="utf-8")
+    elif earlier is not None:
+        data = artifact_data(triage, compiled_record(), model="scripted-7")
+        if earlier == "other-program":
+            data["program"] = "another"
+        else:
+            data["cost"] = earlier
+        path.write_text(json.dumps(data), encoding="utf-8")
+    write_artifact(path, triage, from_cache(), model="scripted-7")
+    assert json.loads(path.read_text(encoding="utf-8"))["cost"] == {
+        "lm_calls": 0,
+        "tokens": 0,
+        "seconds": 0.02,
+        "cached_calls": 40,
+    }

@@ -1,5 +1,5 @@
-"""What the cache tells the user about its file, word for word: each warning's text, the log lines under
-the `lmdsl.cache` logger, and that a lasting condition (a full disk, a read-only file, I/O errors, an
+"""What the cache tells the user about its file, word for word: each warning's text (said once, as a
+warning: not logged as well), the log lines under the `lmdsl.cache` logger, and that a lasting condition (a full disk, a read-only file, I/O errors, an
 unexpected error) is reported once per store, whether it is first met on opening the file or on
 running a statement.
 
@@ -131,7 +131,6 @@ def test_a_full_disk_met_on_opening_is_not_reported_again_when_a_write_meets_it(
     assert texts(on_opening) == [(lmdsl.CacheWarning, opened)]
     assert cache_log(caplog) == [
         ("lmdsl.cache", W, "cache full on opening: database or disk is full"),
-        ("lmdsl.cache", W, opened),
     ]
     assert this_thread_handle(store).writable is False
 
@@ -165,7 +164,6 @@ def test_a_full_disk_met_by_a_write_is_reported_once_with_its_own_text(
     assert texts(records) == [(lmdsl.CacheWarning, message)]
     assert cache_log(caplog) == [
         ("lmdsl.cache", W, "cache full: database or disk is full"),
-        ("lmdsl.cache", W, message),
     ]
     assert this_thread_handle(store).writable is True
     store.clear_memory()
@@ -193,7 +191,6 @@ def test_an_io_error_met_on_opening_is_not_reported_again_when_a_write_meets_one
     assert texts(on_opening) == [(lmdsl.CacheWarning, opened)]
     assert cache_log(caplog) == [
         ("lmdsl.cache", W, "cache io on opening: disk I/O error"),
-        ("lmdsl.cache", W, opened),
     ]
 
     store.close()
@@ -218,7 +215,7 @@ def test_an_io_error_on_writing_is_reported_with_its_own_text(tmp_path: Path, ca
         f"the cache file {tmp_path / CACHE_FILE} could not be written (disk I/O error); skipped it, the file is kept"
     )
     assert texts(records) == [(lmdsl.CacheWarning, message)]
-    assert cache_log(caplog) == [("lmdsl.cache", W, "cache io: disk I/O error"), ("lmdsl.cache", W, message)]
+    assert cache_log(caplog) == [("lmdsl.cache", W, "cache io: disk I/O error")]
 
 
 # -- unexpected errors ----------------------------------------------------------------------------------------
@@ -238,7 +235,6 @@ def test_an_unexpected_error_met_on_opening_is_not_reported_again_when_a_stateme
     assert texts(on_opening) == [(lmdsl.CacheWarning, message)]
     assert cache_log(caplog) == [
         ("lmdsl.cache", W, "cache other on opening: out of memory"),
-        ("lmdsl.cache", W, message),
     ]
     assert store._local.handle is None
 
@@ -279,7 +275,6 @@ def test_a_write_refused_as_read_only_stops_storing_and_is_reported_once(
     assert texts(records) == [(lmdsl.CacheWarning, message)]
     assert cache_log(caplog) == [
         ("lmdsl.cache", W, "cache read-only: attempt to write a readonly database"),
-        ("lmdsl.cache", W, message),
         ("lmdsl.cache", W, "cache read-only: attempt to write a readonly database"),
     ]
     assert this_thread_handle(store).writable is False
@@ -330,7 +325,6 @@ def test_a_file_locked_by_another_writer_is_reported_as_locked_and_the_connectio
     assert texts(records) == [(lmdsl.CacheWarning, message)]
     assert cache_log(caplog) == [
         ("lmdsl.cache", W, "cache busy: database is locked"),
-        ("lmdsl.cache", W, message),
         ("lmdsl.cache", W, "cache busy: database is locked"),
     ]
     assert store._local.handle is opened and opened.writable is True
@@ -380,7 +374,6 @@ def test_a_statement_answered_corrupt_sets_the_file_aside_and_runs_again_on_a_fr
     assert texts(records) == [(lmdsl.CacheWarning, message)]
     assert cache_log(caplog) == [
         ("lmdsl.cache", W, "cache corrupt: database disk image is malformed"),
-        ("lmdsl.cache", W, message),
     ]
     assert this_thread_handle(store).writable is True
     store.close()
@@ -460,3 +453,22 @@ def test_closing_a_connection_that_fails_to_close_does_not_raise(tmp_path: Path)
     assert store._local.handle is None
     hit = store.get("m", req("stored"))  # opened afresh
     assert hit == Completion("stored reply", Usage(3, 2), "length", cached=True)
+
+
+# -- where a warning points (issue 16) -----------------------------------------------------------------------
+
+
+def test_a_cache_warning_points_at_the_users_call_not_into_lmdsl(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    model = lmdsl.ScriptedModel([{"tag": "a"}], cacheable=True)
+
+    @lmdsl.fuzzy
+    def tag(text: str) -> str:
+        """Tag it."""
+
+    with lmdsl.using(model=model, cache=True, cache_dir=blocker / "cache"), pytest.warns(lmdsl.CacheWarning) as said:
+        tag("x")  # the user's line
+    lines = Path(__file__).read_text().splitlines()
+    called = next(number for number, text in enumerate(lines, 1) if text.endswith('tag("x")  # the user\'s line'))
+    assert [(w.filename, w.lineno) for w in said] == [(__file__, called)]

@@ -110,6 +110,7 @@ class Studies:
 
     def create(self, real: Callable[..., Any], options: dict[str, Any]) -> Any:
         if self.shared and self.made:
+            self.made[0].sampler = options["sampler"]  # as loading it from a database would: this compile's sampler
             return self.made[0]
         study = real(**options)
         self.prepare(study)
@@ -208,23 +209,23 @@ def test_mipro_returns_its_record_and_keeps_its_candidates_in_the_study(
     full = [(key, value) for key, value in study.user_attrs.items() if key.startswith("full:")]
     assert full == [
         ('full:4b74b3e12f8c62e5:{"mood": [0, 0]}', 75.0),
-        ('full:4b74b3e12f8c62e5:{"mood": [1, 3]}', 100.0),  # of equal means, the larger key first
-        ('full:4b74b3e12f8c62e5:{"mood": [1, 2]}', 100.0),
+        ('full:4b74b3e12f8c62e5:{"mood": [2, 4]}', 100.0),  # of equal means, the larger key first
+        ('full:4b74b3e12f8c62e5:{"mood": [0, 1]}', 100.0),
     ]
     assert [(t.params, t.value, t.user_attrs["candidates"]) for t in study.trials] == [
-        ({"mood:instruction": 1, "mood:demos": 2}, 100.0, "4b74b3e12f8c62e5"),
-        ({"mood:instruction": 1, "mood:demos": 3}, 100.0, "4b74b3e12f8c62e5"),
-        ({"mood:instruction": 1, "mood:demos": 2}, 100.0, "4b74b3e12f8c62e5"),
-        ({"mood:instruction": 1, "mood:demos": 3}, 100.0, "4b74b3e12f8c62e5"),
+        ({"mood:instruction": 0, "mood:demos": 1}, 100.0, "4b74b3e12f8c62e5"),
+        ({"mood:instruction": 2, "mood:demos": 4}, 100.0, "4b74b3e12f8c62e5"),
+        ({"mood:instruction": 2, "mood:demos": 4}, 100.0, "4b74b3e12f8c62e5"),
+        ({"mood:instruction": 2, "mood:demos": 4}, 100.0, "4b74b3e12f8c62e5"),
     ]
 
-    best = demos("Proposal 1.", ("bad", "neg"), ("good", "POS"), ("awful", "NEG"))
+    best = demos("Proposal 2.", ("good", "pos"), ("bad", "NEG"), ("awful", "NEG"))
     assert compiled.candidates == (  # in the order they were scored on the whole dev set
         Candidate("zero-shot, docstrings", demos(DOCSTRING), 75.0),
-        Candidate('trial combination {"mood": [1, 3]}', best, 100.0),
+        Candidate('trial combination {"mood": [2, 4]}', best, 100.0),
         Candidate(
-            'trial combination {"mood": [1, 2]}',
-            demos("Proposal 1.", ("good", "pos"), ("bad", "neg"), ("grim", "NEG")),
+            'trial combination {"mood": [0, 1]}',
+            demos(DOCSTRING, ("good", "POS"), ("nice", "POS"), ("awful", "NEG")),
             100.0,
         ),
     )
@@ -323,11 +324,12 @@ def test_trials_are_scored_on_seeded_minibatches_and_examples_may_be_mappings(st
     assert compiled.lm_calls == 5 + 3 * 2
 
 
-def made_trial(instruction: int, demo_set: int, value: float, digest: str) -> Any:
-    choices = optuna.distributions.CategoricalDistribution([0, 1])
+def made_trial(instruction: int, demo_set: int, value: float, digest: str, sizes: tuple[int, int] = (2, 2)) -> Any:
+    """A completed trial, as a worker would have left it: `sizes` are the numbers of instructions and demo sets."""
+    instructions, demo_sets = (optuna.distributions.CategoricalDistribution(list(range(n))) for n in sizes)
     return optuna.trial.create_trial(
         params={"mood:instruction": instruction, "mood:demos": demo_set},
-        distributions={"mood:instruction": choices, "mood:demos": choices},
+        distributions={"mood:instruction": instructions, "mood:demos": demo_sets},
         value=value,
         user_attrs={"candidates": digest},
     )
@@ -521,7 +523,10 @@ def test_mipro_without_optuna_says_how_to_install_it(monkeypatch: pytest.MonkeyP
     assert str(caught.value) == "MIPRO needs optuna: pip install 'lmdsl[compile]'"
 
 
-def test_the_study_samples_with_a_seeded_multivariate_tpe(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_each_trial_samples_with_a_multivariate_tpe_seeded_by_its_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The study is made with the seed; trial N then samples with seed * 7919 + N, so workers sharing
+    a study (all with the same seed) do not draw the same combinations. No "constant liar": a trial
+    left RUNNING by a killed worker is not a score."""
     made: list[dict[str, Any]] = []
     real = optuna.samplers.TPESampler
 
@@ -531,8 +536,58 @@ def test_the_study_samples_with_a_seeded_multivariate_tpe(monkeypatch: pytest.Mo
 
     monkeypatch.setattr(optuna.samplers, "TPESampler", recording)
     with lmdsl.using(model=lmdsl.ScriptedModel(classifier)):
-        MIPRO(trials=1, instructions=1, demo_sets=1, threads=1, seed=11).compile(judge, TRAIN, exact, devset=DEV)
-    assert made == [{"seed": 11, "multivariate": True}]
+        MIPRO(trials=2, instructions=1, demo_sets=1, threads=1, seed=11).compile(judge, TRAIN, exact, devset=DEV)
+    assert made == [
+        {"seed": seed, "multivariate": True, "constant_liar": False} for seed in (11, 11 * 7919, 11 * 7919 + 1)
+    ]
+
+
+def test_a_worker_joining_a_shared_study_does_not_replay_the_first_workers_draws(studies: Studies) -> None:
+    """Two compiles on one study, the second after the first (as a second worker, or a resumed
+    compile, would): the second's random start-up trials are draws of their own. With one sampler
+    seeded by MIPRO's seed per process, they repeated the first's, combination for combination."""
+    studies.shared = True
+    options: dict[str, Any] = dict(instructions=3, demo_sets=4, threads=1)
+    with lmdsl.using(model=lmdsl.ScriptedModel(one_proposal)):
+        MIPRO(trials=4, **options).compile(judge, TRAIN, exact, devset=DEV)
+        MIPRO(trials=8, **options).compile(judge, TRAIN, exact, devset=DEV)
+    [study] = studies.made
+    drawn = [(t.params["mood:instruction"], t.params["mood:demos"]) for t in study.trials]
+    assert len(drawn) == 8 and drawn[4:] != drawn[:4]
+    assert drawn == [(1, 3), (1, 1), (0, 0), (1, 3), (0, 0), (1, 1), (0, 0), (1, 2)]
+
+
+def test_a_trial_left_running_by_a_killed_worker_does_not_keep_tpe_from_its_combination(studies: Studies) -> None:
+    """Ten trials (TPE's start-up) over 3 instructions x 4 demo sets, of which [1, 2] did best; a worker
+    died trying [1, 2] again, and its trial stays RUNNING. The next trial is TPE's own, and goes back to
+    [1, 2]. As a "constant liar" (Optuna's default) the dead trial counted as a worst score for [1, 2],
+    for good: TPE drew [1, 2] for 0 of 200 seeds then, against 198 of 200 without the dead trial."""
+    studies.shared = True
+    options: dict[str, Any] = dict(instructions=3, demo_sets=4, threads=1)
+
+    def reply(request: Request) -> dict[str, Any]:
+        return {"instruction": f"Proposal {request.rollout}."} if kind(request) == "propose" else one_proposal(request)
+
+    done = [(1, 2, 100), (1, 0, 10), (2, 0, 10), (2, 3, 40), (1, 0, 10), (0, 2, 50), (1, 1, 70), (1, 0, 10), (1, 3, 40)]
+    with lmdsl.using(model=lmdsl.ScriptedModel(reply)):
+        MIPRO(trials=0, **options).compile(judge, TRAIN, exact, devset=DEV)
+        [study] = studies.made
+        stored = json.loads(study.user_attrs["candidates"])
+        assert (len(stored["instructions"]["mood"]), len(stored["demo_sets"])) == (3, 4)
+        digest = next(key for key in study.user_attrs if key.startswith("full:")).split(":")[1]
+        for instruction, demo_set, value in [*done, (0, 0, 10)]:
+            study.add_trial(made_trial(instruction, demo_set, value, digest, sizes=(3, 4)))
+        study.enqueue_trial({"mood:instruction": 1, "mood:demos": 2})
+        dead = study.ask()  # a worker asked for its trial, and died before scoring it
+        dead.set_user_attr("candidates", digest)
+        dead.suggest_categorical("mood:instruction", [0, 1, 2])
+        dead.suggest_categorical("mood:demos", [0, 1, 2, 3])
+        MIPRO(trials=11, **options).compile(judge, TRAIN, exact, devset=DEV)
+    states = optuna.trial.TrialState
+    assert [(t.state, t.params) for t in study.trials[10:]] == [
+        (states.RUNNING, {"mood:instruction": 1, "mood:demos": 2}),
+        (states.COMPLETE, {"mood:instruction": 1, "mood:demos": 2}),
+    ]
 
 
 def test_mipro_stops_making_demo_sets_and_trials_when_its_budget_is_spent(

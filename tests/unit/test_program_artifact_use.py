@@ -1,5 +1,6 @@
 """`use_artifact`: a compiled parameter file is loaded once, before the first run; a missing one
-is logged, a stale one warns (or raises) and the program runs from its docstrings."""
+is logged, a stale one warns (or raises) and the program runs from its docstrings. A relative
+path is relative to the file that names it."""
 
 from __future__ import annotations
 
@@ -106,7 +107,7 @@ def test_an_artifact_is_loaded_before_the_first_run_and_not_read_again(
     assert instructions_sent(model)[-1] == "Summarise at length."
 
 
-def test_a_stale_artifact_warns_logs_and_runs_from_the_docstrings(
+def test_a_stale_artifact_warns_once_without_logging_it_too_and_runs_from_the_docstrings(
     tmp_path: Path, model: lmdsl.ScriptedModel, caplog: pytest.LogCaptureFixture
 ) -> None:
     program = Program(digest_text)
@@ -121,7 +122,7 @@ def test_a_stale_artifact_warns_logs_and_runs_from_the_docstrings(
         "(its docstring, annotations or field descriptions differ) (run `lmdsl compile` again)"
     )
     assert [(w.category, str(w.message)) for w in caught] == [(lmdsl.StaleArtifactWarning, text)]
-    assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [("lmdsl", logging.WARNING, text)]
+    assert caplog.records == []  # said once, as a warning: logging would print it a second time
     assert result.output == "short"
     assert instructions_sent(model) == [DOCSTRING, DOCSTRING]
 
@@ -177,3 +178,129 @@ def test_suggest_and_a_soft_check_warn_at_the_users_line(model: lmdsl.ScriptedMo
     with pytest.warns(lmdsl.AssertionWarning) as caught:
         hinted("x")
     assert caught[0].filename == __file__
+
+
+# -- a relative artifact path is the declaring file's, not the current directory's (issue 16) -------------
+
+APP = '''
+import lmdsl
+
+@lmdsl.fuzzy
+def summarise(text: str) -> str:
+    """Summarise the text in one line."""
+
+def exact(example, prediction):
+    return True
+
+@lmdsl.optimize(trainset=[lmdsl.Example(text="a", label="b")], metric=exact, artifact="digest.lmdsl.json")
+@lmdsl.program
+def digest(text: str) -> str:
+    return summarise(text)
+
+@lmdsl.program
+def loose(text: str) -> str:
+    return summarise(text)
+
+loose.use_artifact("loose.lmdsl.json")
+loose_absolute = lmdsl.program(loose.__wrapped__)
+loose_absolute.use_artifact(ABSOLUTE)
+'''
+
+
+def app_module(folder: Path, absolute: Path) -> dict[str, Any]:
+    import runpy
+
+    folder.mkdir(exist_ok=True)
+    path = folder / "app.py"
+    path.write_text(APP.replace("ABSOLUTE", repr(str(absolute))))
+    return runpy.run_path(str(path))
+
+
+def an_artifact(path: Path, program: str, function: Any, instructions: str) -> None:
+    data = {
+        "format": "lmdsl-params/1",
+        "lmdsl": "0.1.0",
+        "program": program,
+        "functions": {
+            "summarise": {"signature": function.signature.fingerprint, "instructions": instructions, "demos": []}
+        },
+    }
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+
+def test_relative_artifact_paths_are_found_beside_the_file_that_names_them_from_any_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    app = app_module(project, tmp_path / "absolute.json")
+    assert app["digest"].compile_config.artifact == project / "digest.lmdsl.json"  # where `lmdsl compile` writes
+    assert app["digest"].artifact == project / "digest.lmdsl.json"
+    assert app["loose"].artifact == project / "loose.lmdsl.json"
+    assert app["loose_absolute"].artifact == tmp_path / "absolute.json"  # an absolute path as it is
+
+    an_artifact(project / "digest.lmdsl.json", "digest", app["summarise"], "Summarise tersely.")
+    model = lmdsl.ScriptedModel(lambda request: {"summarise": "short"})
+    with lmdsl.using(model=model):
+        app["digest"]("one")  # run from another directory: compiled all the same
+    assert instructions_sent(model) == ["Summarise tersely."]
+
+
+def test_a_relative_artifact_path_named_outside_any_file_stays_relative_to_the_current_directory() -> None:
+    program = Program(digest_text)
+    namespace = {"program": program}
+    exec(compile("program.use_artifact('digest.json')", "<stdin>", "exec"), namespace)
+    assert program.artifact == Path("digest.json")
+
+
+# -- a stale artifact's warning: said once, at the user's code (issue 16) ---------------------------------
+
+
+def test_a_stale_artifact_met_in_evaluates_worker_threads_warns_once_at_the_users_line(
+    tmp_path: Path, model: lmdsl.ScriptedModel, caplog: pytest.LogCaptureFixture
+) -> None:
+    program = Program(digest_text)
+    program.use_artifact(write_artifact(tmp_path / "digest.json", "x", signature="0000000000000000"))
+    examples = [lmdsl.Example(text=str(i)) for i in range(4)]
+    with pytest.warns(lmdsl.StaleArtifactWarning) as caught, caplog.at_level(logging.DEBUG, logger="lmdsl"):
+        lmdsl.evaluate(program, examples, lambda example, prediction: True, threads=4, progress=False)  # here
+    assert len(caught) == 1
+    assert (caught[0].filename, caught[0].lineno) == (__file__, line_with("# here"))  # not threading's, not lmdsl's
+    assert caplog.records == []
+
+
+def test_a_stale_artifact_met_under_lmdsl_eval_warns_once_at_the_programs_definition(tmp_path: Path) -> None:
+    """Under `lmdsl eval` only the command's own code calls the program: the warning points at
+    the program's definition, and is printed once (not once more through logging)."""
+    import subprocess
+    import sys
+
+    app = tmp_path / "stale_app.py"
+    app.write_text(
+        "import lmdsl\n\n"
+        "@lmdsl.fuzzy(model=lmdsl.ScriptedModel(lambda request: {'summarise': 's'}))\n"
+        "def summarise(text: str) -> str:\n"
+        '    """Summarise the text in one line."""\n\n'
+        "@lmdsl.program\n"
+        "def digest(text: str) -> str:\n"
+        "    return summarise(text)\n\n"
+        "def anything(example, prediction):\n"
+        "    return True\n\n"
+        'digest.use_artifact("digest.json")\n'
+    )
+    write_artifact(tmp_path / "digest.json", "x", signature="0000000000000000")
+    devset = tmp_path / "dev.jsonl"
+    devset.write_text('{"text": "a"}\n{"text": "b"}\n')
+    command = [sys.executable, "-m", "lmdsl.cli", "eval", f"{app}:digest", "--devset", str(devset)]
+    result = subprocess.run(
+        [*command, "--metric", f"{app}:anything"], capture_output=True, text=True, cwd=tmp_path, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("runs uncompiled") == 1  # (the progress lines of other threads may interleave)
+    assert f"{app}:7: StaleArtifactWarning: digest runs uncompiled: " in result.stderr
+
+
+def line_with(marker: str) -> int:
+    lines = Path(__file__).read_text().splitlines()
+    return next(number for number, text in enumerate(lines, 1) if text.rstrip().endswith(marker))
