@@ -156,11 +156,11 @@ class _LlamaCppEngine:
 
     def __init__(self, path: Path, n_ctx: int, threads: int) -> None:
         try:
-            from llama_cpp import Llama
+            llama_cpp: Any = importlib.import_module("llama_cpp")  # by name: an optional engine, maybe absent
         except ImportError as error:
             raise ModelUnavailableError(f"llama-cpp-python is not installed ({error}): {INSTALL_HINT}") from None
         try:
-            self._llama = Llama(
+            self._llama = llama_cpp.Llama(
                 model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False
             )
         except (ValueError, RuntimeError) as error:
@@ -288,6 +288,4 @@ def _closed(node: Any) -> Any:
 @functools.lru_cache(maxsize=256)
 def _llama_cpp_grammar(json_schema: str) -> Any:
     """Compile a JSON schema to a llama.cpp grammar once per schema, not once per call."""
-    from llama_cpp.llama_grammar import LlamaGrammar
-
-    return LlamaGrammar.from_json_schema(json_schema, verbose=False)
+    return importlib.import_module("llama_cpp.llama_grammar").LlamaGrammar.from_json_schema(json_schema, verbose=False)
