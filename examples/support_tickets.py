@@ -1,6 +1,6 @@
 """Route customer-support messages with typed fuzzy functions on the embedded model.
 
-Run it with `./dev demo` (or `python examples/support_tickets.py`). It needs no API
+Run it with `.venv/bin/python examples/support_tickets.py` (after `./dev setup`). It needs no API
 key and no network: SmolLM2-135M-Instruct runs inside the process.
 
 What it shows:
