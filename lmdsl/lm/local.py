@@ -39,16 +39,7 @@ class _Engine(Protocol):
 
     name: str
 
-    def chat(
-        self,
-        messages: list[dict[str, str]],
-        schema: str | None,
-        *,
-        max_tokens: int | None,
-        temperature: float,
-        seed: int,
-        repeat_penalty: float,
-    ) -> Completion: ...
+    def chat(self, request: Request, repeat_penalty: float) -> Completion: ...
 
 
 ENGINES = ("xllamacpp", "llama-cpp-python")
@@ -115,30 +106,21 @@ class _ServerEngine:
         except RuntimeError as error:
             raise ModelUnavailableError(f"llama.cpp could not load {path}: {error}") from None
 
-    def chat(
-        self,
-        messages: list[dict[str, str]],
-        schema: str | None,
-        *,
-        max_tokens: int | None,
-        temperature: float,
-        seed: int,
-        repeat_penalty: float,
-    ) -> Completion:
+    def chat(self, request: Request, repeat_penalty: float) -> Completion:
         body: dict[str, Any] = {
-            "messages": messages,
-            "temperature": temperature,
-            "seed": seed,
+            "messages": _messages(request),
+            "temperature": request.temperature,
+            "seed": request.rollout,
             "repeat_penalty": repeat_penalty,
             # the server counts the prompt in the penalty's window: over its default 64 tokens it
             # penalises the very digits and names a copying task must repeat (order numbers: 5 of
             # 20 right, against 17 with 16 tokens); 16 still stops a small model looping on a list
             "repeat_last_n": 16,
         }
-        if max_tokens is not None:
-            body["max_tokens"] = max_tokens
-        if schema is not None:
-            body["grammar"] = _compact_json_grammar(schema)
+        if request.max_tokens is not None:
+            body["max_tokens"] = request.max_tokens
+        if request.json_schema is not None:
+            body["grammar"] = _compact_json_grammar(request.json_schema)
         response: Any = self._server.handle_chat_completions(body)
         if "choices" not in response:  # the server's error object: a bad request, not a reply
             raise BackendError(f"llama.cpp refused the request: {str(response.get('error', response))[:300]}")
@@ -168,31 +150,26 @@ class _LlamaCppEngine:
         self._lock = threading.Lock()
         atexit.register(self._llama.close)  # before interpreter teardown, when llama.cpp's finalizer would fail
 
-    def chat(
-        self,
-        messages: list[dict[str, str]],
-        schema: str | None,
-        *,
-        max_tokens: int | None,
-        temperature: float,
-        seed: int,
-        repeat_penalty: float,
-    ) -> Completion:
+    def chat(self, request: Request, repeat_penalty: float) -> Completion:
         kwargs: dict[str, Any] = {
-            "messages": messages,
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-            "seed": seed,
+            "messages": _messages(request),
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "seed": request.rollout,
             "repeat_penalty": repeat_penalty,
         }
-        if schema is not None:
-            kwargs["grammar"] = _llama_cpp_grammar(schema)
+        if request.json_schema is not None:
+            kwargs["grammar"] = _llama_cpp_grammar(request.json_schema)
         with self._lock:
             try:
                 response: Any = self._llama.create_chat_completion(**kwargs)
             except ValueError as error:
                 raise BackendError(f"llama.cpp: {error}") from None
         return _completion(response)
+
+
+def _messages(request: Request) -> list[dict[str, str]]:
+    return [{"role": m.role, "content": m.content} for m in request.messages]
 
 
 def _completion(response: Any) -> Completion:
@@ -254,14 +231,7 @@ class LocalModel:
 
     def complete(self, request: Request) -> Completion:
         loaded = self._loaded or self._shared_model()
-        return loaded.chat(
-            [{"role": m.role, "content": m.content} for m in request.messages],
-            request.json_schema,
-            max_tokens=request.max_tokens,
-            temperature=request.temperature,
-            seed=request.rollout,
-            repeat_penalty=self._repeat_penalty,
-        )
+        return loaded.chat(request, self._repeat_penalty)
 
 
 @functools.lru_cache(maxsize=256)
