@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import statistics
 import subprocess
 import sys
@@ -29,14 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import lmdsl
-from lmdsl.lm.local import ENGINES, LocalModel
+from lmdsl.lm.local import ENGINES, LocalModel, installed_engines
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "examples"))
 
 demo: Any = importlib.import_module("order_numbers")  # the examples folder is not a package
-
-MODULES = {"xllamacpp": "xllamacpp", "llama-cpp-python": "llama_cpp"}
 
 
 def measure(engine: str, calls: int) -> list[str]:
@@ -104,7 +101,7 @@ def main() -> int:
         return 0
     # one process per engine: two llama.cpp thread pools in one process slow each other down
     print(f"order_number on {min(args.calls, 40)} dev messages, cache off, temperature 0", flush=True)
-    installed = [name for name in ENGINES if importlib.util.find_spec(MODULES[name]) is not None]
+    installed = installed_engines()
     runs = [["--engine", name] for name in installed]
     if "xllamacpp" in installed:
         runs.append(["--limit"])

@@ -37,12 +37,17 @@ def embedded_model_path() -> Path:
 class _Engine(Protocol):
     """One loaded model behind a chat call: llama.cpp's server engine or llama-cpp-python."""
 
-    name: str
-
     def chat(self, request: Request, repeat_penalty: float) -> Completion: ...
 
 
-ENGINES = ("xllamacpp", "llama-cpp-python")
+# engine -> the module it is imported as, in order of preference
+ENGINE_MODULES = {"xllamacpp": "xllamacpp", "llama-cpp-python": "llama_cpp"}
+ENGINES = tuple(ENGINE_MODULES)
+
+
+def installed_engines() -> list[str]:
+    """The engines whose module is installed, preferred first (found without importing them)."""
+    return [name for name, module in ENGINE_MODULES.items() if importlib.util.find_spec(module) is not None]
 
 
 def _engine_choice(engine: str | None) -> str:
@@ -52,10 +57,10 @@ def _engine_choice(engine: str | None) -> str:
         if wanted not in ENGINES:
             raise ModelUnavailableError(f"unknown local engine {wanted!r}; the engines are {', '.join(ENGINES)}")
         return wanted
-    for name, module in (("xllamacpp", "xllamacpp"), ("llama-cpp-python", "llama_cpp")):
-        if importlib.util.find_spec(module) is not None:
-            return name
-    raise ModelUnavailableError(f"no llama.cpp engine is installed: {INSTALL_HINT}")
+    installed = installed_engines()
+    if not installed:
+        raise ModelUnavailableError(f"no llama.cpp engine is installed: {INSTALL_HINT}")
+    return installed[0]
 
 
 # llama.cpp silences its loading by pointing file descriptors 1 and 2 (and sys.stdout/stderr)
@@ -85,8 +90,6 @@ class _ServerEngine:
     read again, and decodes through llguidance with JSON written compactly: no whitespace
     tokens to generate, and no keys beyond the schema's.
     """
-
-    name = "xllamacpp"
 
     def __init__(self, path: Path, n_ctx: int, threads: int) -> None:
         try:  # by name: xllamacpp has no type information, and mypy run on a user's code follows imports here
@@ -133,8 +136,6 @@ class _LlamaCppEngine:
     Calls are serialised, since a llama context is not thread-safe; the context keeps the
     previous prompt's tokens, so a shared prefix is not re-read.
     """
-
-    name = "llama-cpp-python"
 
     def __init__(self, path: Path, n_ctx: int, threads: int) -> None:
         try:

