@@ -57,16 +57,19 @@ class Settings:
             self._backends[key] = found
         return found
 
-    def intercepted(self, model: ModelSpec, wrappers: tuple[Interceptor, ...], function: str) -> Backend:
-        """The backend for a model, wrapped by each interceptor in force (innermost block last).
-
-        A model that cannot be resolved here (its package or API key missing) becomes a stand-in
-        that raises the resolution error when asked: a wrapper that answers by itself (a cassette's
-        replay) needs no model at all."""
+    def backend_for(self, pinned: ModelSpec | None, function: str) -> Backend:
+        """The backend a call of `function` runs on: its model's (`model_for`), wrapped by each
+        interceptor in force (innermost block last). Under an interceptor, a model that cannot be
+        resolved (its package or API key missing) becomes a stand-in that raises the resolution
+        error when asked: a wrapper that answers by itself (a cassette's replay) needs no model."""
+        model = self.model_for(pinned)
+        wrappers = _interceptors.get()
+        if not wrappers:
+            return self.backend(model)
         try:
             backend = self.backend(model)
-        except ConfigurationError as error:
-            backend = _Unresolved(model if isinstance(model, str) else repr(model), error)
+        except ConfigurationError as error:  # only a model string fails to resolve
+            backend = _Unresolved(str(model), error)
         for wrap in wrappers:
             backend = wrap(backend, function)
         return backend
@@ -81,14 +84,14 @@ class _Unresolved:
 
     def __init__(self, name: str, error: ConfigurationError) -> None:
         self._name = name
-        self.error = error
+        self._error = error
 
     @property
     def name(self) -> str:
         return self._name
 
     def complete(self, request: Request) -> Completion:
-        raise self.error
+        raise self._error
 
 
 _OPTIONS = frozenset({"model", "cache", "cache_dir", "temperature", "max_tokens", "rollout"})
@@ -96,8 +99,6 @@ _default = Settings()
 _override: ContextVar[Settings | None] = ContextVar("lmdsl_settings", default=None)
 _history = History(size=100)
 _interceptors: ContextVar[tuple[Interceptor, ...]] = ContextVar("lmdsl_interceptors", default=())
-# The interceptors in force here; the context variable's own getter, so a call pays one C call for it.
-interceptors: Callable[[], tuple[Interceptor, ...]] = _interceptors.get
 
 
 def settings() -> Settings:
@@ -123,13 +124,32 @@ def configure(**options: Any) -> None:
     _default = _changed(_default, options)
 
 
+def _overridden(base: Settings, options: dict[str, Any]) -> Settings:
+    """`base` changed by `options`; a `model` given here wins over the functions' own `model=`."""
+    changed = _changed(base, options)
+    if "model" in options:
+        changed = replace(changed, model_override=options["model"], _backends={})
+    return changed
+
+
+@contextmanager
+def process_default(**options: Any) -> Iterator[Settings]:
+    """Override the process-wide default for this block, in every thread (a `using` block reaches
+    only its context), then put back the default that was in force, whatever `configure` did
+    meanwhile: how `lmdsl check` keeps the threads a checked file starts off the model."""
+    global _default
+    saved = _default
+    _default = _overridden(saved, options)
+    try:
+        yield _default
+    finally:
+        _default = saved
+
+
 @contextmanager
 def using(**options: Any) -> Iterator[Settings]:
     """Override the configuration for this block, for example `with lmdsl.using(model=test_model):`."""
-    changed = _changed(settings(), options)
-    if "model" in options:
-        changed = replace(changed, model_override=options["model"], _backends={})
-    token = _override.set(changed)
+    token = _override.set(_overridden(settings(), options))
     try:
         yield settings()
     finally:

@@ -27,22 +27,20 @@ import os
 import re
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from lmdsl.cache import CachedBackend
-from lmdsl.config import intercepting
 from lmdsl.errors import ArtifactError, CassetteMismatch, LiveModelCallError, LMDSLError
 from lmdsl.files import NotReadable, read_regular, write_atomic
 from lmdsl.lm.types import Backend, Completion, Request, Usage
+from lmdsl.unicode import first_surrogate
 
-__all__ = ["RECORD_MODES", "Boundary", "Cassette", "RecordMode", "describe_difference", "legible_request"]
+__all__ = ["Boundary", "Cassette", "RecordMode", "describe_difference", "legible_request"]
 
 RecordMode = Literal["none", "new", "all"]
-RECORD_MODES: tuple[RecordMode, ...] = ("none", "new", "all")
 FORMAT_VERSION = 1
 _MAX_BYTES = 64 * 1024 * 1024
 _MAX_DIFF_LINES = 60
@@ -344,41 +342,16 @@ class Cassette:
         if self.mode == "none" or (self.recorded == 0 and not (self.mode == "all" and self._existed)):
             return False
         document = self.document()
-        try:
-            text = json.dumps(document, indent=2, ensure_ascii=False)
-            text.encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate: written escaped, still valid JSON
+        text = json.dumps(document, indent=2, ensure_ascii=False)
+        if first_surrogate(text) is not None:  # a lone surrogate: written escaped, still valid JSON
             text = json.dumps(document, indent=2, ensure_ascii=True)
         write_atomic(self.path, text + "\n")
         return True
 
 
 # -- the boundary of one test ---------------------------------------------------------------
-class _Taped:
-    """A backend answered by a cassette."""
-
-    cacheable = False
-
-    def __init__(self, boundary: Boundary, cassette: Cassette, backend: Backend, function: str) -> None:
-        self._boundary = boundary
-        self._cassette = cassette
-        self.backend = backend
-        self._function = function
-
-    @property
-    def name(self) -> str:
-        return self.backend.name
-
-    def complete(self, request: Request) -> Completion:
-        try:
-            return self._cassette.answer(self.backend, self._function, request)
-        except CassetteMismatch as error:
-            self._boundary.errors.append(error)
-            raise
-
-
-class _Refused:
-    """A live backend in a test that may not call one."""
+class _Wrapped:
+    """A backend seen through a test's boundary; an error it raises is also kept for the test."""
 
     cacheable = False
 
@@ -391,20 +364,41 @@ class _Refused:
     def name(self) -> str:
         return self.backend.name
 
+    def _kept(self, error: LMDSLError) -> LMDSLError:
+        self._boundary.errors.append(error)
+        return error
+
+
+class _Taped(_Wrapped):
+    """A backend answered by the test's cassette."""
+
+    def complete(self, request: Request) -> Completion:
+        cassette = self._boundary.cassette
+        assert cassette is not None  # only made when the boundary has one
+        try:
+            return cassette.answer(self.backend, self._function, request)
+        except CassetteMismatch as error:
+            self._kept(error)
+            raise
+
+
+class _Refused(_Wrapped):
+    """A live backend in a test that may not call one."""
+
     def complete(self, request: Request) -> Completion:
         model = self.backend.name
         kind = type(innermost(self.backend)).__name__
-        error = LiveModelCallError(
-            f"{self._boundary.test}: {self._function} called the model {model!r} (a {kind}), but this test may "
-            f"not make model requests (lmdsl_allow_model_requests = false). Use a ScriptedModel "
-            f"(lmdsl.using(model=...) or the lmdsl_scripted fixture), replay a cassette "
-            f"(@pytest.mark.lmdsl_cassette), or mark the test @pytest.mark.lmdsl_live.",
-            test=self._boundary.test,
-            function=self._function,
-            model=model,
+        raise self._kept(
+            LiveModelCallError(
+                f"{self._boundary.test}: {self._function} called the model {model!r} (a {kind}), but this test may "
+                f"not make model requests (lmdsl_allow_model_requests = false). Use a ScriptedModel "
+                f"(lmdsl.using(model=...) or the lmdsl_scripted fixture), replay a cassette "
+                f"(@pytest.mark.lmdsl_cassette), or mark the test @pytest.mark.lmdsl_live.",
+                test=self._boundary.test,
+                function=self._function,
+                model=model,
+            )
         )
-        self._boundary.errors.append(error)
-        raise error
 
 
 @dataclass
@@ -419,12 +413,7 @@ class Boundary:
 
     def wrap(self, backend: Backend, function: str) -> Backend:
         if self.cassette is not None:
-            return _Taped(self, self.cassette, backend, function)
+            return _Taped(self, backend, function)
         if self.guarded and getattr(innermost(backend), "live", True):
             return _Refused(self, backend, function)
         return backend
-
-    @contextmanager
-    def installed(self) -> Iterator[Boundary]:
-        with intercepting(self.wrap):
-            yield self

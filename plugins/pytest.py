@@ -105,13 +105,14 @@ def _lmdsl_boundary(request: pytest.FixtureRequest) -> Iterator[Boundary | None]
     if not (taped or guarded):
         yield None
         return
+    from lmdsl.config import intercepting
     from lmdsl.plugins.cassettes import Boundary, Cassette
 
     mode = request.config.getoption("lmdsl_record")
     cassette = Cassette(cassette_path(item, name), mode, item.nodeid) if taped else None
     boundary = Boundary(item.nodeid, cassette, guarded)
     item.stash[_BOUNDARY] = boundary
-    with boundary.installed():
+    with intercepting(boundary.wrap):
         yield boundary
     if cassette is not None:
         cassette.save()
@@ -149,7 +150,6 @@ class ScriptedFactory:
 
     def __init__(self, stack: ExitStack) -> None:
         self._stack = stack
-        self.models: list[ScriptedModel] = []
 
     def __call__(
         self,
@@ -163,7 +163,6 @@ class ScriptedFactory:
 
         model = ScriptedModel(replies, name=name, cacheable=cacheable)
         self._stack.enter_context(using(model=model))
-        self.models.append(model)
         return model
 
 

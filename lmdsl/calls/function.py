@@ -21,7 +21,7 @@ from lmdsl import checking
 from lmdsl.calls.checks import AssertionWarning, Check
 from lmdsl.calls.loop import CallRun, CallSpec, finish, generate
 from lmdsl.calls.records import CallObserver, CallRecord, FunctionUsage, UsageCounter, observers
-from lmdsl.config import ModelSpec, Settings, history, interceptors, settings
+from lmdsl.config import ModelSpec, Settings, history, settings
 from lmdsl.errors import OutputError, SignatureError
 from lmdsl.lm.types import Backend, Message
 from lmdsl.parallel import Outcome, run_each
@@ -198,11 +198,7 @@ class FuzzyFunction(Generic[P, R]):
                 feedback = plan.feedback + feedback
         config = settings()
         if backend is None:
-            wrappers = interceptors()
-            if wrappers:  # a cassette or a live-call guard (`config.intercepting`)
-                backend = config.intercepted(config.model_for(self.model), wrappers, signature.qualname)
-            else:
-                backend = config.backend(config.model_for(self.model))
+            backend = config.backend_for(self.model, signature.qualname)
         try:
             generation = self._run(config, backend, inputs, feedback)
         except OutputError as error:

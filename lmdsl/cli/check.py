@@ -28,7 +28,6 @@ descriptor opened before the check.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import shutil
 import sys
@@ -303,21 +302,20 @@ def _standing_guard() -> Iterator[_Watch]:
     scratch = tempfile.mkdtemp(prefix="lmdsl-check-")
     watch = _Watch(scratch)
     guard = watch.guard()
-    default = config._default  # the process default: restored, so a file's `configure(...)` ends with the check
     saved = (tempfile.tempdir, sys.dont_write_bytecode)
     if not _hooked:
         sys.addaudithook(_audit)
         _hooked = True
     try:
-        config._default = dataclasses.replace(default, model_override=guard, _backends={})
         tempfile.tempdir, sys.dont_write_bytecode = scratch, True
-        with config.using(model=guard), config.intercepting(watch.intercept):
+        # the process default (threads the file starts), this context, and every call's backend;
+        # a file's own `configure(...)` ends with the check
+        with config.process_default(model=guard), config.using(model=guard), config.intercepting(watch.intercept):
             _watching = watch
             try:
                 yield watch
             finally:
                 _watching = None
     finally:
-        config._default = default
         tempfile.tempdir, sys.dont_write_bytecode = saved
         shutil.rmtree(scratch, ignore_errors=True)
