@@ -282,7 +282,8 @@ class Program(Generic[P, R]):
         the current directory), so the program finds its artifact from wherever it is run; an
         absolute path is used as it is, and so is a relative one given where there is no file
         (an interactive session), which stays relative to the current directory."""
-        self.artifact = artifact_path(path, caller_file())
+        given = Path(path)  # absolute (as `@optimize` passes it, already resolved): no caller to look for
+        self.artifact = given if given.is_absolute() else artifact_path(given, caller_file())
         self._stale = on_stale
         self._artifact_checked = False
 

@@ -161,13 +161,13 @@ def _input_object(text: str) -> dict[str, Any]:
 
 def _run(args: argparse.Namespace) -> int:
     options = model_option(args.model)
+    if args.no_cache:
+        options["cache"] = False
     target = load_runnable(args.target)
     if isinstance(target, Program):
         return _run_program(target, args, options)
     fn = target
     inputs = parse_inputs(fn, args.input)
-    if args.no_cache:
-        options["cache"] = False
     with using(**options):
         try:
             record = fn.invoke(inputs)
@@ -182,8 +182,6 @@ def _run_program(program: Program[..., Any], args: argparse.Namespace, options: 
     """`lmdsl run` on a program: its inputs by name, its output printed as JSON (`--show-prompt`:
     every fuzzy call of the run)."""
     inputs = parse_program_inputs(program, args.input)
-    if args.no_cache:
-        options["cache"] = False
     with using(**options), capture() as records:
         try:
             result = program.invoke(inputs)
