@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextvars
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+from lmdsl.warn import handing_off
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -49,6 +52,9 @@ def run_each(function: Callable[[T], R], items: Iterable[T], *, threads: int) ->
         return [one(item) for item in work]
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=min(threads, len(work)), thread_name_prefix="lmdsl") as pool:
+    with (
+        handing_off(sys._getframe(1)),
+        ThreadPoolExecutor(max_workers=min(threads, len(work)), thread_name_prefix="lmdsl") as pool,
+    ):
         futures = [pool.submit(contextvars.copy_context().run, one, item) for item in work]
         return [future.result() for future in futures]

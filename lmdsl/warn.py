@@ -3,7 +3,7 @@
 The user's code is the nearest caller that is neither lmdsl nor a library (the standard
 library, installed packages, console scripts such as `lmdsl` itself). A warning points at
 that line however deep the call; in a worker thread (`map`, `evaluate`), whose own stack
-holds no user code, at the line the main thread is running; failing both (a program run
+holds no user code, at the line that handed it the work (`handing_off`); failing both (a program run
 by the `lmdsl` command), at the definition given as `at`.
 
 A warning is said once, as a warning: lmdsl does not log it as well. lmdsl's log records
@@ -19,15 +19,30 @@ import functools
 import logging
 import os
 import sys
-import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from types import FrameType, TracebackType
 from typing import Any
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 logging.getLogger("lmdsl").addHandler(logging.NullHandler())
+
+# The frame that handed work to other threads (`handing_off`), seen in their copied contexts.
+_HANDED_OFF_FROM: ContextVar[FrameType | None] = ContextVar("lmdsl_handed_off_from", default=None)
+
+
+@contextmanager
+def handing_off(frame: FrameType) -> Iterator[None]:
+    """Within the block, contexts copied to worker threads remember `frame` as where their work
+    came from, so a warning raised there points at the user's line that started it."""
+    token = _HANDED_OFF_FROM.set(frame)
+    try:
+        yield
+    finally:
+        _HANDED_OFF_FROM.reset(token)
 
 
 @functools.cache
@@ -67,11 +82,10 @@ def _outside_lmdsl(frame: FrameType | None, *, user: bool) -> FrameType | None:
 
 def user_frame(frame: FrameType | None = None) -> FrameType | None:
     """The innermost frame of the user's code from `frame` (default: the caller) outward; in
-    a thread other than the main one whose stack holds none, the main thread's."""
+    a worker thread whose stack holds none, the one from where its work was handed off."""
     found = _outside_lmdsl(frame if frame is not None else sys._getframe(1), user=True)
-    main = threading.main_thread()
-    if found is None and threading.current_thread() is not main and main.ident is not None:
-        found = _outside_lmdsl(sys._current_frames().get(main.ident), user=True)
+    if found is None:
+        found = _outside_lmdsl(_HANDED_OFF_FROM.get(), user=True)
     return found
 
 
