@@ -35,6 +35,7 @@ from typing import Any, Literal
 from lmdsl.cache import CachedBackend
 from lmdsl.errors import ArtifactError, CassetteMismatch, LiveModelCallError, LMDSLError
 from lmdsl.files import NotReadable, read_regular, write_atomic
+from lmdsl.lm.hosted import REDACTED
 from lmdsl.lm.types import Backend, Completion, Request, Usage
 from lmdsl.unicode import first_surrogate
 
@@ -47,7 +48,6 @@ _MAX_DIFF_LINES = 60
 # Strings shaped like provider API keys (OpenAI `sk-...`, `sk-proj-...`; Anthropic `sk-ant-...`).
 _KEY_SHAPE = re.compile(r"\bsk-[A-Za-z0-9_\-]{16,}")
 _KEY_VARIABLES = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY")
-REDACTED = "[redacted]"
 _SETTINGS = ("temperature", "max_tokens", "rollout")
 
 

@@ -50,6 +50,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 M = TypeVar("M", bound=BaseModel)
 
+REDACTED = "[redacted]"  # what an API key becomes in any text lmdsl shows or stores
 TRANSIENT_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 
 
@@ -101,10 +102,10 @@ class Secret:
         return self._value
 
     def redact(self, text: str) -> str:
-        return text.replace(self._value, "[redacted]") if self._value else text
+        return text.replace(self._value, REDACTED) if self._value else text
 
     def __repr__(self) -> str:
-        return "Secret('[redacted]')"
+        return f"Secret({REDACTED!r})"
 
     __str__ = __repr__
 
@@ -215,7 +216,7 @@ class ProviderCalls:
             except Exception as error:
                 failure = self.classify(error)
                 if failure is None:  # the SDK refused before sending (an option it rejects): not retried
-                    said = readable(self._redact(str(error))) or "no message"
+                    said = readable(self.redact(str(error))) or "no message"
                     failure = Failure(
                         None, f"the client library failed: {type(error).__name__}: {said}", transient=False
                     )
@@ -240,14 +241,14 @@ class ProviderCalls:
     def classify(self, error: Exception) -> Failure | None:
         """What an SDK exception means for the policy; None for anything that is not an API failure."""
         if isinstance(error, MalformedReply):
-            said = readable(self._redact(error.description))
-            shown = readable(self._redact(error.excerpt), 120)
+            said = readable(self.redact(error.description))
+            shown = readable(self.redact(error.excerpt), 120)
             return Failure(error.status, f"{said}: {shown}" if shown else said, transient=True, malformed=True)
         if isinstance(error, self.errors.timeout):
             return Failure(None, f"no reply within the timeout of {self.timeout:g} s", transient=True)
         if isinstance(error, self.errors.connection):
             cause = error.__cause__ or error
-            said = readable(self._redact(str(cause))) or type(cause).__name__
+            said = readable(self.redact(str(cause))) or type(cause).__name__
             return Failure(None, f"connection failed: {said}", transient=True)
         if not isinstance(error, self.errors.status):
             return None
@@ -258,7 +259,7 @@ class ProviderCalls:
         should_retry = headers.get("x-should-retry")
         if should_retry in ("true", "false"):
             transient = should_retry == "true"
-        return Failure(status, _provider_message(error, self._redact), transient, _retry_after(headers))
+        return Failure(status, _provider_message(error, self.redact), transient, _retry_after(headers))
 
     def error(self, failure: Failure, attempts: int, *, waited_too_long: bool = False) -> ProviderError:
         """The typed error for a failure that is not retried (any more)."""
@@ -291,7 +292,8 @@ class ProviderCalls:
             )
         return ProviderError(f"{self.name}: {self._describe(failure)}; gave up after {attempts} attempt(s)", **fields)
 
-    def _redact(self, text: str) -> str:
+    def redact(self, text: str) -> str:
+        """`text` with the API key replaced by `[redacted]`."""
         return self._secret.redact(text) if self._secret is not None else text
 
     @staticmethod
@@ -509,7 +511,7 @@ class HostedModel:
 
     def redact(self, text: str) -> str:
         """`text` with this backend's API key replaced by `[redacted]` (what a test's cassette is scrubbed with)."""
-        return self._secret.redact(text) if self._secret is not None else text
+        return self._calls.redact(text)
 
     @property
     def max_concurrency(self) -> int:
