@@ -277,22 +277,19 @@ class Cassette:
         if self.mode == "none":
             raise self._mismatch(function, shown, key)
         completion = innermost(backend).complete(request)
-        entry = _scrubbed(
-            {
-                "function": function,
-                "model": backend.name,
-                "request": shown,
-                "completion": {
-                    "text": completion.text,
-                    "finish_reason": completion.finish_reason,
-                    "usage": {
-                        "input_tokens": completion.usage.input_tokens,
-                        "output_tokens": completion.usage.output_tokens,
-                    },
+        entry = {  # the request is scrubbed already (`shown`); the rest of its strings here
+            "function": scrub(function),
+            "model": scrub(backend.name),
+            "request": shown,
+            "completion": {
+                "text": scrub(completion.text),
+                "finish_reason": completion.finish_reason,
+                "usage": {
+                    "input_tokens": completion.usage.input_tokens,
+                    "output_tokens": completion.usage.output_tokens,
                 },
             },
-            scrub,
-        )
+        }
         with self._lock:
             self.interactions.append(entry)
             self.recorded += 1
