@@ -20,6 +20,11 @@ server on 127.0.0.1 (started and stopped by this script).
         demo_sets=6, max_demos=4,               a full evaluation every 5 trials,
         max_labeled=4, seed=0)                  max_bootstrapped_demos=4, max_labeled_demos=4, seed=0)
 
+lmdsl's GEPA (`--only lmdsl --steps gepa`, not a default step): `GEPA(max_metric_calls=700,
+demo_sets=3, minibatch_size=3)` on the MIPRO validation set, reflecting with the same model, with a
+metric whose `Score` feedback names the right label. DSPy's side (`dspy.GEPA` with the same
+reflection model and budget) is not wired yet.
+
 Both random searches try the same number of programs (DSPy's C candidates come on top
 of its zero-shot, labelled-only and unshuffled-bootstrap programs) and select on the
 whole dev subset. Both MIPROs get the same validation set: a seeded sample of at most
@@ -118,6 +123,8 @@ DSPY_VERSION = "3.4.1"
 STEPS = ("uncompiled", "random", "mipro")
 # DSPy only, and not a default step: it runs by itself after MIPROv2 fails, or when asked for
 EXTRA_STEPS = ("mipro-tolerant",)
+# lmdsl only, and not a default step: DSPy's side (dspy.GEPA with the same reflection model) is not wired yet
+LMDSL_ONLY_STEPS = ("gepa",)
 ORDER = {
     ("lmdsl", "uncompiled"): 0,
     ("dspy", "uncompiled"): 1,
@@ -126,6 +133,7 @@ ORDER = {
     ("lmdsl", "mipro"): 4,
     ("dspy", "mipro"): 5,
     ("dspy", "mipro-tolerant"): 6,
+    ("lmdsl", "gepa"): 7,
 }
 _write_lock = threading.Lock()
 
@@ -157,6 +165,8 @@ class Setup:
     quick: bool
     dspy_mipro_attempts: int = 3
     dspy_mipro_tolerant: bool = True
+    gepa_metric_calls: int = 700  # GEPA's budget (rollouts), on the MIPRO validation set
+    gepa_demo_sets: int = 3  # GEPA starts from the best of zero-shot, labelled and bootstrapped demos
 
     @property
     def key(self) -> str:
@@ -437,6 +447,10 @@ def run_lmdsl(setup: Setup, data: Data, steps: Sequence[str]) -> None:
     def exact(example: lmdsl.Example, prediction: Any) -> bool:
         return bool(prediction == example.label)
 
+    def explained(example: lmdsl.Example, prediction: Any) -> lmdsl.Score:
+        right = prediction == example.label
+        return lmdsl.Score(right, feedback="" if right else f"wrong: the sentiment is {example.label}")
+
     def evaluate(params: Mapping[str, lmdsl.Params] | None) -> lmdsl.EvaluationResult:
         original = program.params
         if params is not None:
@@ -477,6 +491,20 @@ def run_lmdsl(setup: Setup, data: Data, steps: Sequence[str]) -> None:
             ),
             valset,
         ),
+        "gepa": (
+            "GEPA",
+            f"max_metric_calls={setup.gepa_metric_calls}, demo_sets={setup.gepa_demo_sets}, minibatch_size=3, "
+            "reflection on the same model",
+            lmdsl.GEPA(
+                max_metric_calls=setup.gepa_metric_calls,
+                demo_sets=setup.gepa_demo_sets,
+                max_demos=setup.max_demos,
+                max_reflection_chars=6000,
+                threads=setup.threads,
+                seed=setup.seed,
+            ),
+            valset,
+        ),
     }
     with tempfile.TemporaryDirectory(prefix="lmdsl-compile-vs-dspy-") as directory:
         for step in steps:
@@ -498,7 +526,9 @@ def run_lmdsl(setup: Setup, data: Data, steps: Sequence[str]) -> None:
             else:
                 name, settings, optimizer, selection = optimizers[step]
                 with lmdsl.using(cache=True, cache_dir=Path(directory) / step):
-                    compiled = optimizer.compile(program, train, exact, devset=selection)
+                    compiled = optimizer.compile(
+                        program, train, explained if step == "gepa" else exact, devset=selection
+                    )
                 result = evaluate(compiled.params)
                 params = compiled.params["sentiment"]
                 label = next((c.label for c in compiled.candidates if c.params == compiled.params), "")
@@ -912,7 +942,7 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Setup]:
         "--steps",
         default=",".join(STEPS),
         help=f"comma-separated subset of {','.join(STEPS)} (default: all), or DSPy's mipro-tolerant "
-        "(the patched MIPROv2 alone, without first running the unpatched one)",
+        "(the patched MIPROv2 alone, without first running the unpatched one), or lmdsl's gepa (with --only lmdsl)",
     )
     parser.add_argument("--threads", type=int, default=4, help="evaluation threads on both sides (default 4)")
     parser.add_argument(
@@ -925,6 +955,9 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Setup]:
     )
     parser.add_argument(
         "--mipro-valset", type=int, default=100, help="both MIPROs' validation set size (default 100, DSPy's light cap)"
+    )
+    parser.add_argument(
+        "--gepa-metric-calls", type=int, default=700, help="GEPA's max_metric_calls (lmdsl step gepa; default 700)"
     )
     parser.add_argument("--dspy-max-tokens", type=int, default=100, help="DSPy task LM max_tokens (default 100)")
     parser.add_argument(
@@ -980,6 +1013,7 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Setup]:
         quick=args.quick,
         dspy_mipro_attempts=args.dspy_mipro_attempts,
         dspy_mipro_tolerant=not args.no_dspy_mipro_tolerant,
+        gepa_metric_calls=args.gepa_metric_calls,
     )
     return args, setup
 
@@ -996,9 +1030,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(markdown(load_results()))
         return 0
     steps = [s.strip() for s in args.steps.split(",") if s.strip()]
-    unknown = [s for s in steps if s not in STEPS + EXTRA_STEPS]
+    known = STEPS + EXTRA_STEPS + LMDSL_ONLY_STEPS
+    unknown = [s for s in steps if s not in known]
     if unknown:
-        raise SystemExit(f"unknown step(s) {', '.join(unknown)}; choose from {', '.join(STEPS + EXTRA_STEPS)}")
+        raise SystemExit(f"unknown step(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+    if args.only != "lmdsl" and any(s in LMDSL_ONLY_STEPS for s in steps):
+        raise SystemExit("gepa runs on lmdsl's side only (DSPy's GEPA is not wired yet): add --only lmdsl")
     if args.only != "dspy" and any(s in EXTRA_STEPS for s in steps):
         raise SystemExit("mipro-tolerant is a DSPy step: add --only dspy")
     data = load_data(setup)  # fails early, with a clear message, if the data is missing

@@ -3,7 +3,9 @@
 An `Example` is an immutable bag of named fields. The fields named like a target's
 parameters are its inputs; the others are labels for the metric. A metric is
 `(example, prediction) -> float | bool` or `(example, prediction, trace) -> float | bool`,
-its value a bool or a number in [0, 1] (`metric_score`).
+its value a bool or a number in [0, 1] (`metric_score`), or a `Score`: such a number with
+`feedback`, text saying why, which optimizers (GEPA) show a reflection model and evaluation
+rows keep (`metric_feedback`).
 """
 
 from __future__ import annotations
@@ -12,10 +14,9 @@ import csv
 import inspect
 import io
 import json
-import numbers
 import os
 import types
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,8 @@ from lmdsl.calls.function import FuzzyFunction
 from lmdsl.errors import InputError
 from lmdsl.files import NotReadable, open_regular
 from lmdsl.program import Program
+from lmdsl.scores import Metric
 from lmdsl.unicode import printable
-
-Metric = Callable[..., float | bool]
-"""`(example, prediction) -> float | bool` or `(example, prediction, trace) -> float | bool`."""
 
 MAX_LINE_CHARACTERS = 64 * 2**20  # one JSONL example; a longer line is not an example but a mistake
 
@@ -343,18 +342,3 @@ def _attributes_read(code: types.CodeType, variable: str, found: dict[str, None]
     for constant in code.co_consts:
         if isinstance(constant, types.CodeType) and variable in constant.co_freevars:
             _attributes_read(constant, variable, found)
-
-
-def metric_score(value: object) -> float:
-    """A metric's value as a float in [0, 1]: a bool is 1.0 or 0.0; anything else that is not
-    a real number in [0, 1] (NaN included) is an error."""
-    if isinstance(value, bool):
-        return 1.0 if value else 0.0
-    if not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"returned {value!r} ({type(value).__name__}); a metric returns a bool or a number between 0 and 1"
-        )
-    number = float(value)
-    if not 0.0 <= number <= 1.0:  # also rejects NaN
-        raise ValueError(f"returned {number!r}; a metric returns a bool or a number between 0 and 1")
-    return number

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lmdsl.calls.records import CallRecord
 from lmdsl.unicode import printable
 
 
@@ -19,7 +20,10 @@ class EvaluationRow:
     `error_type` and `error` say what failed (the run, or the metric: "metric: ..."), and
     `error_at` where (`file:line`: the deepest line of the user's code in its traceback, when
     it has one). `lm_calls` and the tokens are what reached a model; `cached_calls` the LM
-    calls the cache answered instead."""
+    calls the cache answered instead. `feedback` says why the example scored as it did: the
+    metric's `Score` feedback, replies that failed to parse or were rejected by an `ensure`
+    check (even when a retry then passed), and the error of a run that failed; None when there
+    is nothing to say. `calls` are the run's fuzzy calls, for an optimizer that reflects on them."""
 
     index: int
     inputs: Mapping[str, Any]
@@ -34,6 +38,8 @@ class EvaluationRow:
     output_tokens: int
     error_at: str | None = None
     cached_calls: int = 0
+    feedback: str | None = None
+    calls: tuple[CallRecord, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -56,6 +62,7 @@ class EvaluationRow:
             "labels": _jsonable(dict(self.labels)),
             "prediction": _jsonable(self.prediction),
             "score": self.score,
+            "feedback": self.feedback,
             "error_type": self.error_type,
             "error": self.error,
             "error_at": self.error_at,
@@ -128,7 +135,8 @@ class EvaluationResult:
 
     def to_csv(self, path: str | os.PathLike[str]) -> None:
         """Write one row per example: `index`, `inputs.<name>`..., `labels.<name>`...,
-        `prediction`, `score`, `error_type`, `error`, `error_at`, `seconds`, `lm_calls`, `cached_calls`, tokens.
+        `prediction`, `score`, `feedback`, `error_type`, `error`, `error_at`, `seconds`, `lm_calls`, `cached_calls`,
+        tokens.
         Strings are written as they are, None as an empty cell, anything else as JSON text."""
         input_names: dict[str, None] = {}
         label_names: dict[str, None] = {}
@@ -138,6 +146,7 @@ class EvaluationResult:
         fixed = [
             "prediction",
             "score",
+            "feedback",
             "error_type",
             "error",
             "error_at",

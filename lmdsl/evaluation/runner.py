@@ -8,7 +8,8 @@ An `Example` is an immutable bag of named fields. The fields named like the targ
 parameters are its inputs; the others are labels for the metric. `evaluate` runs
 every example on a thread pool (results keep the devset's order), counts the LM
 calls and tokens each one really spent (cached replies cost nothing), and records
-an example whose run or metric fails as score 0 with its error, instead of stopping.
+an example whose run or metric fails as score 0 with its error, instead of stopping. Each
+row's `feedback` gathers why it scored as it did (`run_feedback`).
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from typing import Any
 
 from lmdsl.calls.function import FuzzyFunction
 from lmdsl.calls.records import CallRecord, Spent, capture
-from lmdsl.data import Example, Metric, metric_score, metric_takes_trace
+from lmdsl.data import Example, metric_takes_trace
 from lmdsl.errors import EvaluationError
 from lmdsl.evaluation.progress import Reporter, State, reporter, shown
 from lmdsl.evaluation.results import EvaluationResult, EvaluationRow, totals
 from lmdsl.parallel import run_each
 from lmdsl.program import Program, TraceStep
+from lmdsl.scores import Metric, metric_feedback, metric_score
+from lmdsl.tracing import Scores, annotate, evaluation_result, span
 from lmdsl.warn import error_site
 
 Target = Program[..., Any] | FuzzyFunction[..., Any]
@@ -96,18 +99,24 @@ def _evaluate(
         raise ValueError(f"evaluate {name}: the devset is empty")
 
     state = State(len(examples), max_errors, display(len(examples)))
+    metric_name = getattr(metric, "__name__", type(metric).__name__)
+    scores = Scores()  # for the evaluation's span (tracing on)
 
     def one(indexed: tuple[int, Example]) -> EvaluationRow | None:
         index, example = indexed
         if state.stop.is_set():
             return None
-        row = _evaluate_one(target, run, metric, with_trace, index, example)
+        with span(f"evaluate {name} example", {"lmdsl.example": index}) as example_span:
+            row = _evaluate_one(target, run, metric, with_trace, index, example)
+            evaluation_result(example_span, metric_name, row.score, row.error_type, scores)
         state.finished(row)
         return row
 
     started = time.perf_counter()
     try:
-        outcomes = run_each(one, list(enumerate(examples)), threads=threads)
+        with span(f"evaluate {name}", {"lmdsl.target": name, "lmdsl.examples": len(examples)}) as evaluation:
+            outcomes = run_each(one, list(enumerate(examples)), threads=threads)
+            annotate(evaluation, {"lmdsl.score": 100 * scores.total / scores.count if scores.count else None})
     finally:
         state.reporter.close()
     seconds = time.perf_counter() - started
@@ -171,6 +180,7 @@ def _evaluate_one(
     prediction: Any = None
     trace: tuple[TraceStep, ...] = ()
     score = 0.0
+    said = ""
     error: BaseException | None = None
     stage = ""
     with capture() as captured:
@@ -184,6 +194,7 @@ def _evaluate_one(
         try:
             value = metric(example, prediction, trace) if with_trace else metric(example, prediction)
             score = metric_score(value)
+            said = metric_feedback(value)
         except Exception as failure:
             error, stage = failure, "metric: "
     spent = sum((record.spent for record in records.values()), Spent())
@@ -203,4 +214,26 @@ def _evaluate_one(
         output_tokens=spent.usage.output_tokens,
         error_at=None if site is None else f"{site[0]}:{site[1]}",
         cached_calls=attempts - spent.lm_calls,
+        feedback=run_feedback(
+            said, tuple(records.values()), None if error is None else f"{stage or 'the run: '}{error}"
+        ),
+        calls=tuple(records.values()),
     )
+
+
+MAX_REPLY_CHARS = 300  # of a rejected reply quoted in feedback: enough to see what went wrong
+
+
+def run_feedback(metric_said: str, records: tuple[CallRecord, ...], error: str | None) -> str | None:
+    """Why a run scored as it did, as text: the metric's feedback, then each reply that failed to
+    parse or was rejected by a check (with the reason the model was given), then what failed (the run,
+    or the metric) and why."""
+    lines = [metric_said.strip()] if metric_said.strip() else []
+    for record in records:
+        for number, attempt in enumerate(record.attempts, 1):
+            if attempt.error:
+                reply = attempt.text if len(attempt.text) <= MAX_REPLY_CHARS else attempt.text[:MAX_REPLY_CHARS] + "..."
+                lines.append(f"{record.function}, attempt {number}: the reply {reply!r} was rejected: {attempt.error}")
+    if error is not None:
+        lines.append(f"failed: {error}")
+    return "\n".join(lines) or None

@@ -83,7 +83,7 @@ def attached_configuration() -> None:
     config = compiled_check.compile_config
     assert_type(config, CompileConfigLike | None)
     if config is not None:
-        assert_type(config.metric, Callable[..., float | bool])
+        assert_type(config.metric, Callable[..., float | bool | lmdsl.Score])
         assert_type(config.trainset, Sequence[Any])
         assert_type(config.devset, Sequence[Any] | None)
         assert_type(config.artifact, Path | None)

@@ -17,8 +17,8 @@ import lmdsl
 from lmdsl.checking import collecting
 from lmdsl.compiler import LabeledFewShot, RandomSearch, compile_program, optimize
 from lmdsl.compiler.base import Candidate, Compiled
-from lmdsl.data import Metric
 from lmdsl.program import StaleArtifactWarning
+from lmdsl.scores import Metric
 
 
 @lmdsl.fuzzy
