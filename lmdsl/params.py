@@ -31,6 +31,8 @@ from lmdsl.signature import Signature
 from lmdsl.unicode import printable, surrogate_problem, surrogates_in
 
 PARAMS_FORMAT = "lmdsl-params/1"
+NEAREST_VERSION = 1  # of a function's `nearest` entry: a file holding another is refused, not misread
+MAX_NEAREST_K = 64
 MAX_PARAMS_BYTES = 64 * 2**20
 
 
@@ -47,11 +49,21 @@ class Demo:
 
 
 @dataclass(frozen=True)
+class Nearest:
+    """Demos chosen per call: the `k` demos of `pool` nearest to the call's inputs (BM25 over
+    their rendered inputs), shown after the fixed demos. The pool is fixed when compiling."""
+
+    k: int
+    pool: tuple[Demo, ...]
+
+
+@dataclass(frozen=True)
 class Params:
     """A fuzzy function's free parameters: what an optimizer sets, what an artifact stores."""
 
     instructions: str
     demos: tuple[Demo, ...] = field(default=())
+    nearest: Nearest | None = None
 
 
 class Parametrized(Protocol):
@@ -69,7 +81,15 @@ def check_params(signature: Signature, params: Params) -> Params:
     problem = surrogate_problem(params.instructions)
     if problem is not None:
         raise InputError(f"{signature.qualname}: the instructions cannot be sent to a model: {problem}")
-    return Params(params.instructions, tuple(_checked_demo(signature, demo) for demo in params.demos))
+    nearest = params.nearest
+    if nearest is not None:
+        if type(nearest.k) is not int or not 1 <= nearest.k <= MAX_NEAREST_K or not nearest.pool:
+            raise InputError(
+                f"{signature.qualname}: demos chosen per call need 1 <= k <= {MAX_NEAREST_K} and a pool of demos, "
+                f"not k={nearest.k!r} and {len(nearest.pool)} demo(s)"
+            )
+        nearest = Nearest(nearest.k, tuple(_checked_demo(signature, demo) for demo in nearest.pool))
+    return Params(params.instructions, tuple(_checked_demo(signature, demo) for demo in params.demos), nearest)
 
 
 def _checked_demo(signature: Signature, demo: Demo) -> Demo:
@@ -99,11 +119,19 @@ class _DemoFile(BaseModel):
     reasoning: str | None = None
 
 
+class _NearestFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    version: int
+    k: int
+    pool: list[_DemoFile]
+
+
 class _FunctionFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     signature: str
     instructions: str
     demos: list[_DemoFile] = []
+    nearest: _NearestFile | None = None
 
 
 class ParamsFile(BaseModel):
@@ -117,7 +145,7 @@ class ParamsFile(BaseModel):
 
 def dump_params(program: str, functions: Mapping[str, Parametrized]) -> dict[str, Any]:
     """Plain JSON data for the parameters of `functions`."""
-    entries = {
+    entries: dict[str, dict[str, Any]] = {
         name: {
             "signature": fn.signature.fingerprint,
             "instructions": fn.params.instructions,
@@ -125,6 +153,11 @@ def dump_params(program: str, functions: Mapping[str, Parametrized]) -> dict[str
         }
         for name, fn in functions.items()
     }
+    for name, fn in functions.items():
+        nearest = fn.params.nearest
+        if nearest is not None:  # only then: files of functions without it stay as they were
+            pool = dump_demos(fn.signature, nearest.pool)
+            entries[name]["nearest"] = {"version": NEAREST_VERSION, "k": nearest.k, "pool": pool}
     return {"format": PARAMS_FORMAT, "lmdsl": __version__, "program": program, "functions": entries}
 
 
@@ -199,7 +232,17 @@ def file_params(data: ParamsFile, functions: Mapping[str, Parametrized], *, sour
                 f"{source}: fuzzy function {name!r} changed since the file was written "
                 "(its docstring, annotations or field descriptions differ)"
             )
-        staged[name] = Params(entry.instructions, tuple(Demo(d.inputs, d.output, d.reasoning) for d in entry.demos))
+        nearest = None
+        if entry.nearest is not None:
+            if entry.nearest.version != NEAREST_VERSION:
+                raise ArtifactError(
+                    f"{source}: fuzzy function {name!r}: its per-call demos have format version "
+                    f"{entry.nearest.version}, this lmdsl reads {NEAREST_VERSION}: compile again"
+                )
+            pool = tuple(Demo(d.inputs, d.output, d.reasoning) for d in entry.nearest.pool)
+            nearest = Nearest(entry.nearest.k, pool)
+        demos = tuple(Demo(d.inputs, d.output, d.reasoning) for d in entry.demos)
+        staged[name] = Params(entry.instructions, demos, nearest)
     checked: dict[str, Params] = {}
     for name, params in staged.items():
         try:

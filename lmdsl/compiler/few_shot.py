@@ -25,8 +25,9 @@ from lmdsl.compiler.base import (
     with_demos,
 )
 from lmdsl.config import using
-from lmdsl.data import Metric
+from lmdsl.data import metric_takes_trace
 from lmdsl.params import Demo, Params
+from lmdsl.scores import Metric, metric_score
 
 if TYPE_CHECKING:
     from lmdsl.calls.function import FuzzyFunction
@@ -38,8 +39,6 @@ log = logging.getLogger("lmdsl.compiler")
 
 def metric_passes(metric: Metric, example: Example, prediction: Any, trace: Any, threshold: float | None) -> bool:
     """Whether a run counts as a success: a metric value of 1 (or True), or at least `threshold`."""
-    from lmdsl.data import metric_score, metric_takes_trace
-
     value = metric(example, prediction, trace) if metric_takes_trace(metric) else metric(example, prediction)
     score = metric_score(value)
     return score >= 1.0 if threshold is None else score >= threshold
@@ -104,8 +103,11 @@ class BootstrapFewShot:
 
     Walks the training set until `max_demos` runs pass the metric (trying each example
     `rounds` times; rounds after the first resample at temperature 1.0 with a new
-    rollout), then gives every fuzzy function those runs' steps as demos, topped up
-    with labelled examples not bootstrapped, up to `max_labeled` demos in all.
+    rollout), and on while a fuzzy function the runs called still has no demo (a step
+    that only some runs reach), then gives every fuzzy function those runs' steps as
+    demos, topped up with labelled examples not bootstrapped, up to `max_labeled` demos
+    in all. In a program of several steps only the final output is usually labelled: the
+    intermediate steps (a search query) learn from the runs whose final output passed.
     """
 
     max_demos: int = 4
@@ -149,40 +151,35 @@ class BootstrapFewShot:
         budget: Budget,
         shuffle: random.Random | None = None,
         max_demos: int | None = None,
+        runs: dict[int, Traced | None] | None = None,
     ) -> dict[str, Params]:
-        """The demo set. Runs under a context-local overlay, so the program's own parameters never change."""
+        """The demo set. Runs under a context-local overlay, so the program's own parameters never change.
+
+        `runs` keeps each training example's outcome (the steps of its passing run, or None) across
+        calls, as the candidate ladder passes it: a bootstrap over another order or size reuses the
+        runs made before instead of running the program again."""
         wanted = self.max_demos if max_demos is None else max_demos
         order = list(range(len(trainset)))
         if shuffle is not None:
             shuffle.shuffle(order)
         teacher = labelled_params(program, trainset, self.max_labeled, None)
         traced: dict[FuzzyFunction[..., Any], list[Demo]] = {}  # by function: a run may find new ones
+        called: set[FuzzyFunction[..., Any]] = set()  # every step a run reached, passed or not
         used: set[int] = set()
+        known = {} if runs is None else runs
         for index in order:
-            if len(used) >= wanted or budget.exhausted:
+            missing = any(fn not in traced for fn in called)  # a step no passing run has given a demo yet
+            if budget.exhausted or len(used) >= (2 * wanted if missing else wanted):
                 break
-            example = trainset[index]
-            inputs = example.inputs_for(program)
-            hidden = {  # the example's own labelled demo would give its answer away
-                name: Params(p.instructions, tuple(d for d in p.demos if not _from_inputs(d, inputs)))
-                for name, p in teacher.items()
-            }
-            with program.with_params(hidden):
-                for round_number in range(self.rounds):
-                    sampling = {"temperature": 1.0, "rollout": round_number} if round_number else {}
-                    try:
-                        with using(**sampling):
-                            result = program.invoke(inputs)
-                        if not metric_passes(metric, example, result.output, result.trace, self.threshold):
-                            continue
-                    except Exception:  # a run (or its metric) that fails is a run the metric does not accept
-                        continue
-                    for step in result.trace:
-                        if step.record.error is None:
-                            demo = Demo(step.record.inputs, step.record.output, step.record.reasoning)
-                            traced.setdefault(step.function, []).append(demo)
-                    used.add(index)
-                    break
+            if index not in known:
+                known[index] = self._run(program, trainset[index], teacher, metric, called)
+            steps = known[index]
+            if steps is None:
+                continue
+            for function, demo in steps:
+                called.add(function)
+                traced.setdefault(function, []).append(demo)
+            used.add(index)
         rest = [trainset[i] for i in sorted(set(range(len(trainset))) - used)]
         topped = labelled_params(program, rest, self.max_labeled, random.Random(self.seed))
         params: dict[str, Params] = {}
@@ -191,6 +188,42 @@ class BootstrapFewShot:
             extra = list(topped[name].demos)[: max(0, self.max_labeled - len(demos))]
             params[name] = with_demos(fn, [*demos, *extra])
         return params
+
+    def _run(
+        self,
+        program: Program[..., Any],
+        example: Example,
+        teacher: Mapping[str, Params],
+        metric: Metric,
+        called: set[FuzzyFunction[..., Any]],
+    ) -> Traced | None:
+        """The steps of a run on `example` that the metric accepts (up to `rounds` tries), else None."""
+        inputs = example.inputs_for(program)
+        hidden = {  # the example's own labelled demo would give its answer away
+            name: Params(p.instructions, tuple(d for d in p.demos if not _from_inputs(d, inputs)))
+            for name, p in teacher.items()
+        }
+        with program.with_params(hidden):
+            for round_number in range(self.rounds):
+                sampling = {"temperature": 1.0, "rollout": round_number} if round_number else {}
+                try:
+                    with using(**sampling):
+                        result = program.invoke(inputs)
+                    called.update(step.function for step in result.trace)
+                    if not metric_passes(metric, example, result.output, result.trace, self.threshold):
+                        continue
+                except Exception:  # a run (or its metric) that fails is a run the metric does not accept
+                    continue
+                return tuple(
+                    (step.function, Demo(step.record.inputs, step.record.output, step.record.reasoning))
+                    for step in result.trace
+                    if step.record.error is None
+                )
+        return None
+
+
+# The steps of one passing run: each fuzzy function called, with its call as a demo.
+Traced = tuple[tuple["FuzzyFunction[..., Any]", Demo], ...]
 
 
 def _from_inputs(demo: Demo, inputs: Mapping[str, Any]) -> bool:
@@ -217,8 +250,10 @@ def candidate_ladder(
     of demos in [1, max_demos]: from `rng`, first that number, then the shuffle's seed.
 
     Built lazily, one rung per step: the budget is checked between rungs, and once it is spent
-    the ladder ends (a rung cut short by the budget is still given).
+    the ladder ends (a rung cut short by the budget is still given). The bootstraps share their
+    runs: an example run for one rung is not run again for the next.
     """
+    runs: dict[int, Traced | None] = {}
     for number in range(count):
         if number and budget.exhausted:
             return
@@ -229,11 +264,13 @@ def candidate_ladder(
             warn_unused_labels(program, trainset, labelled, what="the labelled candidate")
             yield "labelled", labelled
         elif number == 2:
-            yield "bootstrapped", bootstrapper.bootstrap(program, trainset, metric, budget=budget)
+            yield "bootstrapped", bootstrapper.bootstrap(program, trainset, metric, budget=budget, runs=runs)
         else:
             size = rng.randint(1, bootstrapper.max_demos)
             shuffle = random.Random(rng.random())
-            params = bootstrapper.bootstrap(program, trainset, metric, budget=budget, shuffle=shuffle, max_demos=size)
+            params = bootstrapper.bootstrap(
+                program, trainset, metric, budget=budget, shuffle=shuffle, max_demos=size, runs=runs
+            )
             yield f"bootstrapped, shuffled #{number - 2}, {size} demos", params
 
 
@@ -244,6 +281,12 @@ class RandomSearch:
     The candidates: zero-shot, labelled demos only, demos bootstrapped in training
     order, then `candidates - 3` bootstraps over shuffled training sets with a random
     number of demos in [1, max_demos]. Stops early when `max_lm_calls` or `max_total_tokens` is spent.
+
+    Cheap where it can be: a candidate with the same demos as one scored before (the labelled
+    one of a program whose labels fit no step) takes its score without running. On a dev set of
+    at least twice `minibatch` examples, each candidate after zero-shot is first scored on the
+    same random `minibatch` of them, and scored in full only when it does at least as well there
+    as the best so far; the others are kept with no score (None: not scored in full).
     """
 
     candidates: int = 8
@@ -255,6 +298,7 @@ class RandomSearch:
     max_total_tokens: int | None = None
     threads: int = 4
     seed: int = 0
+    minibatch: int | None = 16
 
     def compile(
         self,
@@ -266,6 +310,12 @@ class RandomSearch:
     ) -> Compiled:
         started = time.perf_counter()
         dev = list(devset if devset is not None else trainset)
+        screen = (
+            sorted(random.Random(self.seed).sample(range(len(dev)), self.minibatch))
+            if self.minibatch and len(dev) >= 2 * self.minibatch
+            else None
+        )
+        best_screened = -1.0  # the best minibatch score so far
         budget = Budget(self.max_lm_calls, self.max_total_tokens)
         bootstrapper = BootstrapFewShot(
             max_demos=self.max_demos,
@@ -284,9 +334,33 @@ class RandomSearch:
             if not budget.exhausted:  # a budget of nothing scores nothing, not even zero-shot
                 for number, (label, params) in enumerate(ladder):
                     title = f"candidate {number + 1}/{self.candidates} ({label})"
+                    same = next((c for c in tried if dict(c.params) == dict(params)), None)
+                    if same is not None:  # the same demos as a candidate scored before: the same score
+                        tried.append(Candidate(f"{label} (the same as {same.label})", params, same.score))
+                        log.info("%s: the same demos as %s, not scored again", title, same.label)
+                        continue
+                    if screen is not None and number:
+                        with program.with_params(params):
+                            quick = score_candidate(
+                                program, [dev[i] for i in screen], metric, threads=self.threads, title=title
+                            )
+                        if quick.score < best_screened:
+                            tried.append(
+                                Candidate(f"{label} (minibatch {quick.score:.1f}: not scored in full)", params, None)
+                            )
+                            log.info(
+                                "%s: %.1f on a minibatch of %d, below the best; not scored in full",
+                                title,
+                                quick.score,
+                                len(screen),
+                            )
+                            continue
+                        best_screened = quick.score
                     with program.with_params(params):
                         result = score_candidate(program, dev, metric, threads=self.threads, title=title)
                     score = result.score
+                    if screen is not None and not number:
+                        best_screened = 100.0 * sum(result.rows[i].score for i in screen) / len(screen)
                     candidate = Candidate(label, params, score)
                     tried.append(candidate)
                     log.info(

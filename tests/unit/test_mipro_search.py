@@ -231,7 +231,7 @@ def test_mipro_returns_its_record_and_keeps_its_candidates_in_the_study(
     )
     assert compiled.params == best  # the first of the best
     assert (compiled.score, compiled.baseline) == (100.0, 75.0)  # the baseline is zero-shot on the dev set
-    assert (compiled.lm_calls, compiled.tokens) == (35, 121)
+    assert (compiled.lm_calls, compiled.tokens) == (33, 115)  # the demo-set ladder reuses 2 bootstrap runs
     assert isinstance(compiled.seconds, float) and 0.0 <= compiled.seconds <= elapsed
     assert compiled.settings == {
         "optimizer": "MIPRO",
@@ -251,13 +251,13 @@ def test_mipro_returns_its_record_and_keeps_its_candidates_in_the_study(
         "study_name": "main",
     }
     assert compiler_log(caplog) == [
-        "5 demo sets per function, 4 LM calls so far",
+        "5 demo sets per function, 2 LM calls so far",
         "instruction candidates: {'mood': 3}",
-        "trial 1/4: 100.0 on 4 examples, 15 LM calls so far",
-        "trial 2/4: 100.0 on 4 examples, 19 LM calls so far",
-        "trial 3/4: 100.0 on 4 examples, 23 LM calls so far",
+        "trial 1/4: 100.0 on 4 examples, 13 LM calls so far",
+        "trial 2/4: 100.0 on 4 examples, 17 LM calls so far",
+        "trial 3/4: 100.0 on 4 examples, 21 LM calls so far",
         "full evaluation of the best combination so far: 100.0",  # every third trial, unless it is the last
-        "trial 4/4: 100.0 on 4 examples, 31 LM calls so far",
+        "trial 4/4: 100.0 on 4 examples, 29 LM calls so far",
         "full evaluation of the best combination so far: 100.0",  # and once at the end
     ]
     assert threads == {threading.main_thread().name}  # threads=1: every evaluation ran in this thread
