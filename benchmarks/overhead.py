@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import typing
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
@@ -429,6 +430,22 @@ def environment() -> dict[str, Any]:
     }
 
 
+def trace_everything() -> None:
+    """Set an OpenTelemetry SDK tracer provider whose finished spans are dropped, so lmdsl traces
+    every call and what is measured is lmdsl's tracing and the SDK's span handling, not an export."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+
+    class Dropped(SpanExporter):
+        def export(self, spans: typing.Sequence[ReadableSpan]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(Dropped()))
+    trace.set_tracer_provider(provider)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--blocks", type=int, default=5, help="timed blocks per measurement (default 5)")
@@ -436,7 +453,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--import-runs", type=int, default=7, help="fresh processes for import timing (default 7)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 3 blocks of 500 calls, 3 imports")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
+    parser.add_argument(
+        "--otel", action="store_true", help="with an OpenTelemetry SDK tracer provider set: what tracing costs when on"
+    )
     args = parser.parse_args(argv)
+    if args.otel:
+        trace_everything()
     if args.quick:
         args.blocks, args.calls, args.import_runs = 3, 500, 3
 

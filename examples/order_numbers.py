@@ -53,13 +53,15 @@ def find_order(message: str) -> str:
 def main() -> int:
     from lmdsl.cli import main as cli
 
-    code = cli(["compile", f"{__file__}:find_order"])
+    report = HERE / "build" / "find_order-report.html"
+    code = cli(["compile", f"{__file__}:find_order", "--report", str(report)])
     if code:
         return code
     print("\nThe compiled program on new messages (it loads its artifact on the first call):")
     for case in CASES[70:74]:
         print(f"  {case['message']!r}\n    -> {find_order(case['message'])!r} (expected {case['label']!r})")
     print(f"\nInspect the chosen demos: .venv/bin/lmdsl inspect {ARTIFACT.relative_to(HERE.parent)}")
+    print(f"What the compile tried and changed, in a browser: {report.relative_to(HERE.parent)}")
     return 0
 
 

@@ -60,8 +60,9 @@ def generate(spec: CallSpec, backend: Backend, request: Request, inputs: Mapping
             return Generation(reading[0], reading[1], tuple(attempts))
         failure = reading
         text = printable(completion.text)  # a reply with lone surrogates is kept, escaped, so it can be shown
+        check = failure.check.name if failure.check is not None else None
         attempts.append(
-            Attempt(request, text, failure.error, completion.usage, completion.finish_reason, completion.cached)
+            Attempt(request, text, failure.error, completion.usage, completion.finish_reason, completion.cached, check)
         )
         request = retry_request(request, text, failure.error, truncated=failure.truncated)
     return exhausted(spec, failure, attempts)

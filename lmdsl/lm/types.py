@@ -81,7 +81,8 @@ class Backend(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
-    """One try at producing a valid output: what was sent, what came back, why it failed."""
+    """One try at producing a valid output: what was sent, what came back, why it failed
+    (`check` names the `ensure` check that rejected it, when one did)."""
 
     request: Request
     text: str
@@ -89,3 +90,4 @@ class Attempt:
     usage: Usage
     finish_reason: FinishReason
     cached: bool
+    check: str | None = None
