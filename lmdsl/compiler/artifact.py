@@ -15,6 +15,9 @@ reached a model at all records its own cost.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,7 @@ from lmdsl.errors import ArtifactError
 from lmdsl.files import write_atomic
 from lmdsl.params import dump_params, read_params_file
 from lmdsl.program import Program
+from lmdsl.weights import Weights, WeightsEntry, sha256_file
 
 
 def artifact_data(
@@ -70,9 +74,31 @@ def recorded_cost(path: str | Path, program: Program[..., Any]) -> Mapping[str, 
 
 
 def write_artifact(path: str | Path, program: Program[..., Any], compiled: Compiled, *, model: str) -> Path:
-    """Write atomically (a temporary file renamed into place), so a crash never leaves half a file."""
+    """Write atomically (a temporary file renamed into place), so a crash never leaves half a file.
+    Fine-tuned weights are copied beside it first (`NAME.lora.gguf` for `NAME.json`), and recorded with their hash."""
     data = artifact_data(program, compiled, model=model, earlier=recorded_cost(path, program))
+    if compiled.weights is not None:
+        data["weights"] = place_weights(compiled.weights, Path(path)).model_dump(mode="json")
     return write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def place_weights(weights: Weights, artifact: Path) -> WeightsEntry:
+    """Copy the adapter beside the artifact (atomically) and return its entry naming that copy."""
+    name = f"{artifact.name.removesuffix('.json')}.lora.gguf"
+    target = artifact.parent / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if weights.adapter.resolve() != target.resolve():
+        handle, temporary = tempfile.mkstemp(prefix=f".{name}.", dir=target.parent)
+        os.close(handle)
+        try:
+            shutil.copyfile(weights.adapter, temporary)
+            os.replace(temporary, target)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+    if sha256_file(target) != weights.entry.sha256:
+        raise ArtifactError(f"{target}: the copied weights do not match the trained ones; compile again")
+    return weights.entry.model_copy(update={"file": name})
 
 
 def _count(value: object) -> int:
