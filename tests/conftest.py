@@ -21,6 +21,18 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
+# The longest tests, started first: at the end of the queue, one of them kept one worker busy
+# for a minute while the other had nothing left to take.
+LONGEST_FIRST = (
+    "test_the_rule_cases_pass_under_the_oldest_mypy",
+    "test_a_few_lora_steps_change_the_answer_and_the_artifact_runs_on_them",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: getattr(item, "originalname", item.name) not in LONGEST_FIRST)
+
+
 @pytest.fixture(autouse=True)
 def _clean_history() -> Iterator[None]:
     history().clear()

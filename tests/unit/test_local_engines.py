@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import lmdsl
-from lmdsl.lm.local import ENGINES, LocalModel, _compact_json_grammar, _engine_choice
+from lmdsl.lm.local import ENGINES, LocalModel, _compact_json_grammar, _engine_choice, _threads
 
 
 def test_the_engine_asked_for_wins_and_an_unknown_one_is_a_typed_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -32,6 +32,25 @@ def test_with_nothing_asked_the_first_installed_engine_is_used(monkeypatch: pyte
     installed.clear()
     with pytest.raises(lmdsl.ModelUnavailableError, match="no llama.cpp engine is installed"):
         _engine_choice(None)
+
+
+def test_llama_cpp_threads_are_the_environment_s_else_the_cores_this_process_may_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("LMDSL_LOCAL_THREADS", raising=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 3, 5})
+    assert _threads() == 3
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(64)))
+    assert _threads() == 8  # past 8, llama.cpp's threads wait on each other more than they gain
+    monkeypatch.setenv("LMDSL_LOCAL_THREADS", " 2 ")
+    assert _threads() == 2
+    for wrong in ("0", "-1", "two", "1.5"):
+        monkeypatch.setenv("LMDSL_LOCAL_THREADS", wrong)
+        with pytest.raises(lmdsl.ModelUnavailableError) as caught:
+            _threads()
+        assert str(caught.value) == (
+            f"LMDSL_LOCAL_THREADS must be a whole number of threads, 1 or more (it is {wrong!r})"
+        )
 
 
 def test_the_other_engine_and_another_sampler_are_other_cache_keys(tmp_path: Path) -> None:

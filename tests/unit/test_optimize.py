@@ -17,6 +17,11 @@ from lmdsl.data import Example
 from lmdsl.lm.types import Request
 from lmdsl.program import StaleArtifactWarning
 
+# The program's label field names no fuzzy function's output (the labels are the final answer
+# only), so the labelled candidate warns that it has no demos; these tests are about the other
+# candidates (tests/unit/test_compile_reports.py checks the warning itself).
+pytestmark = pytest.mark.filterwarnings("ignore::lmdsl.UnusedLabelsWarning")
+
 WORDS = {
     "great": "positive",
     "loved": "positive",
