@@ -14,9 +14,13 @@ from lmdsl.cache import CacheWarning
 from lmdsl.calls.function import AssertionWarning, FuzzyFunction, fuzzy
 from lmdsl.calls.records import CallRecord, FunctionUsage, capture
 from lmdsl.compiler import (
+    GEPA,
     MIPRO,
+    BetterTogether,
     BootstrapFewShot,
+    BootstrapFinetune,
     Compiled,
+    KNNFewShot,
     LabeledFewShot,
     RandomSearch,
     UnusedLabelsWarning,
@@ -33,6 +37,7 @@ from lmdsl.errors import (
     CassetteMismatch,
     ConfigurationError,
     EvaluationError,
+    IndexFileError,
     InputError,
     LiveModelCallError,
     LMDSLError,
@@ -42,6 +47,8 @@ from lmdsl.errors import (
     ProviderError,
     ProviderRequestError,
     ProviderResponseError,
+    ReportError,
+    RetrievalError,
     Retry,
     SandboxCodeError,
     SandboxCrash,
@@ -51,6 +58,7 @@ from lmdsl.errors import (
     SandboxTimeout,
     SandboxViolation,
     SignatureError,
+    TrainingError,
 )
 from lmdsl.evaluation import EvaluationResult, evaluate
 from lmdsl.lm import (
@@ -70,6 +78,7 @@ from lmdsl.params import Demo, Params
 from lmdsl.program import (
     Program,
     ProgramResult,
+    RetrievalStep,
     StaleArtifactWarning,
     TraceStep,
     current_trace,
@@ -77,7 +86,9 @@ from lmdsl.program import (
     require,
     suggest,
 )
+from lmdsl.retrieval import BM25, ColBERTv2, Passage, RetrievalRecord, Retriever
 from lmdsl.sandbox import SandboxLimits
+from lmdsl.scores import Score
 from lmdsl.signature import Signature
 from lmdsl.strategies.base import ChainOfThought, Generation, Predict, Run, Strategy, chain_of_thought, predict
 from lmdsl.strategies.program_of_thought import ProgramOfThought, program_of_thought
@@ -89,15 +100,19 @@ __all__ = [
     "ArtifactError",
     "AssertionFailed",
     "AssertionWarning",
+    "BM25",
     "Attempt",
     "Backend",
     "BackendError",
     "BestOf",
+    "BetterTogether",
     "BootstrapFewShot",
+    "BootstrapFinetune",
     "CacheWarning",
     "CallRecord",
     "CassetteMismatch",
     "ChainOfThought",
+    "ColBERTv2",
     "Compiled",
     "Completion",
     "ConfigurationError",
@@ -107,8 +122,11 @@ __all__ = [
     "Example",
     "FunctionUsage",
     "FuzzyFunction",
+    "GEPA",
+    "IndexFileError",
     "Generation",
     "InputError",
+    "KNNFewShot",
     "LMDSLError",
     "LabeledFewShot",
     "LiveModelCallError",
@@ -120,6 +138,7 @@ __all__ = [
     "Outcome",
     "OutputError",
     "Params",
+    "Passage",
     "Predict",
     "Program",
     "ProgramOfThought",
@@ -128,10 +147,15 @@ __all__ = [
     "ProviderError",
     "ProviderRequestError",
     "ProviderResponseError",
+    "ReportError",
     "RandomSearch",
     "React",
     "Refine",
     "Request",
+    "RetrievalError",
+    "RetrievalRecord",
+    "RetrievalStep",
+    "Retriever",
     "Retry",
     "RetryPolicy",
     "Run",
@@ -143,11 +167,13 @@ __all__ = [
     "SandboxOutputError",
     "SandboxTimeout",
     "SandboxViolation",
+    "Score",
     "ScriptedModel",
     "Settings",
     "Signature",
     "SignatureError",
     "StaleArtifactWarning",
+    "TrainingError",
     "Strategy",
     "Tool",
     "TraceStep",

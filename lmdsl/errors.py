@@ -122,6 +122,21 @@ class ArtifactError(LMDSLError):
     """A saved parameter file or compiled artifact cannot be used: malformed, hostile or stale."""
 
 
+class TrainingError(LMDSLError):
+    """Fine-tuning cannot run (`BootstrapFinetune`): the `finetune` extra is missing, no run
+    passed the metric, or the base model is not one lmdsl can train."""
+
+
+class RetrievalError(LMDSLError):
+    """A retriever cannot be built or asked (`lmdsl.retrieval`): an unreadable corpus, a bad `k`,
+    a missing `bm25s`. A search server's failures are `ProviderError`s, as a model's are."""
+
+
+class IndexFileError(RetrievalError):
+    """A saved retrieval index cannot be loaded: missing, not a regular file, too large, damaged or
+    hostile. Loading never runs code; build the index again and save it."""
+
+
 class SandboxError(LMDSLError):
     """Generated code did not produce a usable result in the sandbox (`lmdsl.sandbox`).
 
@@ -243,3 +258,8 @@ class LiveModelCallError(LMDSLError):
         self.test = test
         self.function = function
         self.model = model
+
+
+class ReportError(LMDSLError):
+    """A compile or evaluation report could not be made: its file cannot be written, or plotly
+    (the `report` extra) is not installed. The message says which, and what to do."""

@@ -33,14 +33,19 @@ from pydantic.errors import PydanticSchemaGenerationError
 
 from lmdsl.calls.function import AssertionWarning, FuzzyFunction
 from lmdsl.calls.records import CallObserver, CallPlan, CallRecord, observing
+from lmdsl.config import settings, using
 from lmdsl.errors import ArtifactError, AssertionFailed, InputError
 from lmdsl.files import write_atomic
 from lmdsl.lm.types import Message
 from lmdsl.parallel import Outcome, run_each
 from lmdsl.params import Params, dump_params, file_params, overlaid, read_params_file
+from lmdsl.retrieval import RetrievalRecord
+from lmdsl.scores import Metric
 from lmdsl.signature import InputField, input_error
+from lmdsl.tracing import mark, note, telemetry
 from lmdsl.unicode import printable
 from lmdsl.warn import caller_file, warn_user
+from lmdsl.weights import Weights, load_weights
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -54,13 +59,23 @@ class TraceStep:
     record: CallRecord
 
 
+@dataclass(frozen=True, slots=True)
+class RetrievalStep:
+    """One retrieval in a program run, and where it came: after the first `after` fuzzy calls."""
+
+    after: int
+    record: RetrievalRecord
+
+
 @dataclass(frozen=True)
 class ProgramResult(Generic[R]):
-    """A program run: its output, every fuzzy call in order, and how often it backtracked."""
+    """A program run: its output, every fuzzy call in order, how often it backtracked, and
+    every retrieval (`lmdsl.BM25`, `lmdsl.ColBERTv2`) of its last pass, in order."""
 
     output: R
     trace: tuple[TraceStep, ...]
     backtracks: int
+    retrievals: tuple[RetrievalStep, ...] = ()
 
 
 class StaleArtifactWarning(UserWarning):
@@ -89,6 +104,7 @@ class _Run(CallObserver):
     ) -> None:
         self.program = program
         self.steps: list[TraceStep] = []
+        self.retrievals: list[RetrievalStep] = []
         self._replay = replay
         self._target = target
         self._feedback = feedback
@@ -97,17 +113,23 @@ class _Run(CallObserver):
     def plan(self, function: Any, inputs: Mapping[str, Any]) -> CallPlan | None:
         index = len(self.steps)
         if index == self._target:
+            mark("lmdsl.backtracked")
             return CallPlan(feedback=self._feedback)
         if index < len(self._replay):
             step = self._replay[index]
             if step.function is function and step.record.error is None and dict(step.record.inputs) == dict(inputs):
                 self.steps.append(step)  # traced here: other observers saw this call the first time
+                mark("lmdsl.replayed")
                 return CallPlan(replay=step.record)
             self._replay = ()  # the run took another path: everything from here is fresh
         return None
 
     def record(self, function: Any, record: CallRecord) -> None:
         self.steps.append(TraceStep(function, record))
+
+    def retrieved(self, record: Any) -> None:
+        if isinstance(record, RetrievalRecord):
+            self.retrievals.append(RetrievalStep(len(self.steps), record))
 
 
 _active: ContextVar[_Run | None] = ContextVar("lmdsl_program_run", default=None)
@@ -151,7 +173,7 @@ class CompileConfigLike(typing.Protocol):
     @property
     def devset(self) -> Sequence[Any] | None: ...
     @property
-    def metric(self) -> Callable[..., float | bool]: ...
+    def metric(self) -> Metric: ...
     @property
     def optimizer(self) -> object: ...
     @property
@@ -181,6 +203,7 @@ class Program(Generic[P, R]):
         self.max_backtracks = max_backtracks
         self.python_signature = inspect.signature(fn)
         self.artifact: Path | None = None
+        self.weights: Weights | None = None  # fine-tuned weights the loaded artifact records, if any
         self._stale: Literal["warn", "raise"] = "warn"
         self._artifact_checked = True
         self._artifact_lock = threading.Lock()
@@ -261,6 +284,7 @@ class Program(Generic[P, R]):
         with self._artifact_lock:
             for function in self.functions.values():
                 function.reset_params()
+            self.weights = None
             self._artifact_checked = not reload_artifact
 
     def save(self, path: str | Path) -> None:
@@ -269,10 +293,16 @@ class Program(Generic[P, R]):
 
     def load(self, path: str | Path) -> None:
         """Set parameters from a file written by `save`. Loading runs no code; a file that
-        does not match this program raises `ArtifactError` naming the function that differs."""
+        does not match this program raises `ArtifactError` naming the function that differs.
+        An artifact with fine-tuned weights (`weights`) makes the program run on them, unless a
+        `using(model=...)` block names a model; weights that are missing or changed raise `ArtifactError`."""
         functions = self.functions
-        for name, params in file_params(read_params_file(Path(path)), functions, source=str(path)).items():
+        data = read_params_file(Path(path))
+        recorded = (data.model_extra or {}).get("weights")
+        weights = None if recorded is None else load_weights(recorded, Path(path))
+        for name, params in file_params(data, functions, source=str(path)).items():
             functions[name].params = params
+        self.weights = weights
 
     def use_artifact(self, path: str | Path, *, on_stale: Literal["warn", "raise"] = "warn") -> None:
         """Load compiled parameters from `path` before the next run, if the file exists. A file
@@ -312,7 +342,7 @@ class Program(Generic[P, R]):
     def run(self, *args: P.args, **kwargs: P.kwargs) -> ProgramResult[R]:
         """Run and return the output with the trace of fuzzy calls."""
         bound = self._checked(self.python_signature.bind(*args, **kwargs))
-        return self._execute(lambda: self._fn(*bound.args, **bound.kwargs))
+        return self._execute(lambda: self._fn(*bound.args, **bound.kwargs), bound.arguments)
 
     def validate_inputs(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         """Inputs by name, checked as a run checks them, without running: `InputError` naming
@@ -343,7 +373,7 @@ class Program(Generic[P, R]):
         except TypeError as error:
             raise InputError(f"{self.name}: {error}") from None
         bound = self._checked(bound)
-        return self._execute(lambda: self._fn(*bound.args, **bound.kwargs))
+        return self._execute(lambda: self._fn(*bound.args, **bound.kwargs), bound.arguments)
 
     @functools.cached_property
     def _input_fields(self) -> tuple[InputField, ...]:
@@ -392,7 +422,19 @@ class Program(Generic[P, R]):
         """Run once per item (inputs by name) on up to `threads` threads, in order, errors per item."""
         return run_each(lambda item: self.invoke(item).output, items, threads=threads)
 
-    def _execute(self, call: Callable[[], R]) -> ProgramResult[R]:
+    def _execute(self, call: Callable[[], R], inputs: Mapping[str, Any]) -> ProgramResult[R]:
+        if not self._artifact_checked:
+            self._load_artifact()
+        if self.weights is not None and settings().model_override is None:  # a `using` block's model wins
+            with using(model=self.weights.model):
+                return self._execute(call, inputs)
+        traced = telemetry()
+        if traced is not None:  # an OpenTelemetry tracer provider is set: the run is a span
+            return traced.program_run(self.name, inputs, lambda: self._passes(call))
+        return self._passes(call)
+
+    def _passes(self, call: Callable[[], R]) -> ProgramResult[R]:
+        """Run the program, again from the start after each backtrack, replaying the calls before the retried one."""
         if not self._artifact_checked:
             self._load_artifact()
         outer = _active.get()
@@ -409,7 +451,7 @@ class Program(Generic[P, R]):
                 with observing(run):
                     output = call()
                 self._note_called(run.steps)
-                return ProgramResult(output, tuple(run.steps), backtracks)
+                return ProgramResult(output, tuple(run.steps), backtracks, tuple(run.retrievals))
             except _Backtrack as backtrack:
                 target = len(run.steps) - 1
                 retried = run.steps[target]
@@ -419,6 +461,7 @@ class Program(Generic[P, R]):
                     Message("user", f"That answer was rejected: {backtrack.message} Answer again, fixing that."),
                 )
                 backtracks += 1
+                note("lmdsl.backtrack", {"lmdsl.retried": retried.record.function}, {"lmdsl.reason": backtrack.message})
             finally:
                 _active.reset(token)
 

@@ -27,8 +27,10 @@ from lmdsl.lm.types import Backend, Message
 from lmdsl.parallel import Outcome, run_each
 from lmdsl.params import OVERLAY, Params, check_params
 from lmdsl.prompt import OutputFormat, Prompt
+from lmdsl.retrieval.nearest import NearestDemos
 from lmdsl.signature import Signature, build_signature
 from lmdsl.strategies.base import Generation, Strategy, predict
+from lmdsl.tracing import telemetry
 
 __all__ = ["AssertionWarning", "EnsureDecorator", "FuzzyDecorator", "FuzzyFunction", "fuzzy"]
 
@@ -80,6 +82,8 @@ class FuzzyFunction(Generic[P, R]):
             raise SignatureError(f"{name}: {error}") from None
         self._prompt = Prompt(self.signature, self.output_format, Params(self.signature.instructions))
         self._overlaid_prompts: dict[int, Prompt] = {}  # by id(params) of the overlaid parameters
+        # by id(params) of parameters choosing demos per call: them, their pool's index, prompts by choice
+        self._nearest: dict[int, tuple[Params, NearestDemos, dict[tuple[int, ...], Prompt]]] = {}
         self._usage = UsageCounter()
         self._spec = CallSpec(name, self.output_format, (), retries)
         self._strategy_state = strategy.prepare(self.signature)
@@ -147,6 +151,29 @@ class FuzzyFunction(Generic[P, R]):
             self._overlaid_prompts[id(params)] = prompt
         return prompt
 
+    def _nearest_prompt(self, prompt: Prompt, inputs: Mapping[str, Any]) -> Prompt:
+        """The prompt with the demos of `prompt.params.nearest` nearest to `inputs` after its fixed
+        demos; the pool's index and the prompts of recent choices are kept per parameter set."""
+        params = prompt.params
+        nearest = params.nearest
+        assert nearest is not None
+        kept = self._nearest.get(id(params))
+        if kept is None or kept[0] is not params:
+            if len(self._nearest) >= 8:  # candidates come and go; keep the recent ones
+                self._nearest.clear()
+            kept = (params, NearestDemos(nearest.pool), {})
+            self._nearest[id(params)] = kept
+        _, index, prompts = kept
+        chosen = index.pick(inputs, nearest.k)
+        found = prompts.get(chosen)
+        if found is None:
+            demos = (*params.demos, *(nearest.pool[i] for i in chosen))
+            found = Prompt(self.signature, self.output_format, Params(params.instructions, demos))
+            if len(prompts) >= 256:
+                prompts.clear()
+            prompts[chosen] = found
+        return found
+
     def reset_params(self) -> None:
         """Back to the docstring's instructions and no demonstrations."""
         self.params = Params(self.signature.instructions)
@@ -184,8 +211,14 @@ class FuzzyFunction(Generic[P, R]):
 
         The steps: validate the inputs; ask the observers for a plan (a replay, or feedback
         to add); resolve the model and settings; run the strategy over the call loop
-        (`lmdsl.calls.loop`); record the call, failed or not.
+        (`lmdsl.calls.loop`); record the call, failed or not. With an OpenTelemetry tracer
+        provider set, the call is a span (`lmdsl.tracing`).
         """
+        if "opentelemetry.trace" in sys.modules and (traced := telemetry()) is not None:  # no frame when off
+            return traced.fuzzy_call(self, inputs, feedback, backend, self._invoke)
+        return self._invoke(inputs, feedback, backend)
+
+    def _invoke(self, inputs: Mapping[str, Any], feedback: tuple[Message, ...], backend: Backend | None) -> CallRecord:
         started = time.perf_counter()
         signature = self.signature
         inputs = signature.snapshot(signature.validate_inputs(inputs))
@@ -233,6 +266,8 @@ class FuzzyFunction(Generic[P, R]):
     ) -> Generation:
         """The strategy over the call loop, under the parameters in force and this call's settings."""
         prompt = self._active_prompt()
+        if prompt.params.nearest is not None:
+            prompt = self._nearest_prompt(prompt, inputs)
         temperature = config.temperature if self.temperature is None else self.temperature
         max_tokens = self.max_tokens or config.max_tokens
         if self._single_generation:  # predict, chain_of_thought: no strategy indirection on the hot path

@@ -172,6 +172,9 @@ class CallObserver:
     def record(self, function: Any, record: CallRecord) -> None:
         """Told after each call that ran (not a replayed one), in the calling thread or task."""
 
+    def retrieved(self, record: Any) -> None:
+        """Told after each retrieval (`lmdsl.retrieval.RetrievalRecord`: typed loosely, it sits above)."""
+
 
 _observers: ContextVar[tuple[CallObserver, ...]] = ContextVar("lmdsl_observers", default=())
 

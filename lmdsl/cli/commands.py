@@ -194,8 +194,11 @@ def _run_program(program: Program[..., Any], args: argparse.Namespace, options: 
 
 
 def _compile(args: argparse.Namespace) -> int:
+    from lmdsl.compiler.base import journaling
     from lmdsl.compiler.decorator import compile_program, keeps_a_study
     from lmdsl.evaluation import evaluate
+    from lmdsl.report import build_report
+    from lmdsl.report.page import plotly
 
     program = load_program(args.target)
     config = program.compile_config
@@ -208,13 +211,20 @@ def _compile(args: argparse.Namespace) -> int:
     if not devset:
         raise UsageFailure(f"{args.target}: the compile configuration has no examples to score")
     options = model_option(args.model)
+    if args.report is not None:
+        plotly()  # a missing plotting library fails before the compile, not after it
     program.reset_params()  # the baseline is the uncompiled program, even when an artifact exists
     with using(**options):
         before = evaluate(program, devset, config.metric, threads=args.threads, progress=None)
         _check_it_runs(program, before)
-        compiled = compile_program(program, write=not args.dry_run, storage=args.storage)
-        with program.with_params(compiled.params):
+        with journaling() as scored:
+            compiled = compile_program(program, write=not args.dry_run, storage=args.storage)
+        weights = {"model": compiled.weights.model} if compiled.weights is not None else {}  # fine-tuned ones
+        with program.with_params(compiled.params), using(**weights):
             after = evaluate(program, devset, config.metric, threads=args.threads, progress=None)
+        if args.report is not None:
+            report = build_report(program, compiled, scored, config.trainset, config.devset, config.metric)
+            print(f"wrote {report.write(args.report)}")
     rows = [
         _cost_row(
             "uncompiled",
@@ -306,6 +316,8 @@ def _show_compiler_progress() -> None:
 def _eval(args: argparse.Namespace) -> int:
     from lmdsl.data import load_examples
     from lmdsl.evaluation import evaluate
+    from lmdsl.report import evaluation_report
+    from lmdsl.report.page import plotly
 
     program = load_program(args.target)
     if args.metric:
@@ -325,10 +337,15 @@ def _eval(args: argparse.Namespace) -> int:
     if not devset:
         raise UsageFailure(f"{args.devset} holds no examples")
     check_devset(program, devset, metric, args.devset)
+    if args.report is not None:
+        plotly()  # a missing plotting library fails before the evaluation, not after it
     options = model_option(args.model)
     with using(**options):
         result = evaluate(program, devset, metric, threads=args.threads, progress=None)
     print(result.summary())
+    if args.report is not None:
+        report = evaluation_report(result, title=f"{program.name} on {args.devset}")
+        print(f"wrote {report.write(args.report)}")
     for output in args.output or ():
         path = Path(output)
         (result.to_csv if path.suffix == ".csv" else result.to_json)(path)
@@ -368,7 +385,7 @@ def _inspect(args: argparse.Namespace) -> int:
         raise UsageFailure(str(error)) from None
     extra = data.model_extra or {}
     print(f"{data.program}: {len(data.functions)} fuzzy function(s)")
-    for key in ("model", "scores", "cost"):
+    for key in ("model", "scores", "cost", "weights"):  # weights: the fine-tuned adapter's entry
         if key in extra:
             print(f"{key}: {json.dumps(extra[key])}")
     program = load_program(args.program) if args.program else None
@@ -386,7 +403,32 @@ def _inspect(args: argparse.Namespace) -> int:
             if demo.reasoning:
                 print(f"  reasoning: {demo.reasoning}")
             print(f"  output: {json.dumps(demo.output, ensure_ascii=False)}")
+    for line in _lineage(extra.get("optimizer")):
+        print(line)
     return 0
+
+
+def _lineage(settings: object) -> list[str]:
+    """GEPA's record of how the winning instructions came about: each step, its score and what changed."""
+    chain = settings.get("lineage") if isinstance(settings, dict) else None
+    if not isinstance(chain, list) or not chain:
+        return []
+    lines = ["\n== lineage of the chosen instructions (validation score at each step)"]
+    before: dict[str, object] = {}
+    for step in chain:
+        if not isinstance(step, dict):
+            continue
+        found = step.get("instructions")
+        instructions: dict[str, object] = found if isinstance(found, dict) else {}
+        lines.append(
+            f"#{step.get('candidate')} {step.get('origin')} (iteration {step.get('iteration')}, "
+            f"parents {step.get('parents')}): {step.get('score')}"
+        )
+        for name, text in instructions.items():
+            if before.get(name) != text:
+                lines.append(f"  {name}: {json.dumps(text, ensure_ascii=False)}")
+        before = dict(instructions)
+    return lines
 
 
 def _table(title: str, header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
@@ -423,6 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="where MIPRO keeps its Optuna study, e.g. postgresql://host/db, to share it between workers (default: an SQLite file beside the artifact)",
     )
+    compile_.add_argument(
+        "--report", metavar="FILE.html", help="write a report of the compile: one self-contained HTML file"
+    )
     compile_.set_defaults(handler=_compile)
 
     eval_ = commands.add_parser("eval", help="score a program on a dev set")
@@ -432,6 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
     eval_.add_argument("--model", help="a model string")
     eval_.add_argument("--threads", type=int, default=4)
     eval_.add_argument("--output", action="append", help="write the rows to a .json or .csv file (repeatable)")
+    eval_.add_argument(
+        "--report", metavar="FILE.html", help="write a report of the evaluation: one self-contained HTML file"
+    )
     eval_.set_defaults(handler=_eval)
 
     check = commands.add_parser(

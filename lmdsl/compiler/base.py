@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from lmdsl.calls.function import FuzzyFunction
 from lmdsl.calls.records import CallObserver, CallRecord, observing
-from lmdsl.data import Metric
 from lmdsl.errors import LMDSLError
 from lmdsl.evaluation.results import EvaluationResult
 from lmdsl.evaluation.runner import evaluate_shown
 from lmdsl.params import Demo, Params
+from lmdsl.scores import Metric
+from lmdsl.tracing import annotate, event, span
 from lmdsl.warn import warn_user
+from lmdsl.weights import Weights
 
 if TYPE_CHECKING:
     from lmdsl.data import Example
@@ -44,7 +48,8 @@ class Candidate:
 @dataclass(frozen=True)
 class Compiled:
     """What compiling produced: the chosen parameters, their score, the baseline, the cost
-    (`lm_calls` and `tokens` reached a model; `cached_calls` were answered by the cache)."""
+    (`lm_calls` and `tokens` reached a model; `cached_calls` were answered by the cache), and
+    fine-tuned weights when the optimizer trained some."""
 
     params: Mapping[str, Params]
     score: float | None
@@ -55,6 +60,7 @@ class Compiled:
     seconds: float
     settings: Mapping[str, Any] = field(default_factory=dict)
     cached_calls: int = 0
+    weights: Weights | None = None  # fine-tuned weights (BootstrapFinetune), written beside the artifact
 
 
 class Optimizer(Protocol):
@@ -196,8 +202,51 @@ def score_candidate(
     title: str,
 ) -> EvaluationResult:
     """Evaluate a candidate (its parameters already in force), its progress shown while the
-    compile's log is (`lmdsl compile` shows it)."""
-    return evaluate_shown(program, examples, metric, threads=threads, title=title, log=_progress_log)
+    compile's log is (`lmdsl compile` shows it); a span when tracing, an entry in the journal
+    when one is kept (`journaling`)."""
+    started = time.time()
+    with span(f"score {title}", {"lmdsl.candidate": title, "lmdsl.examples": len(examples)}) as current:
+        result = evaluate_shown(program, examples, metric, threads=threads, title=title, log=_progress_log)
+        annotate(
+            current, {"lmdsl.score": result.score, "lmdsl.errors": result.errors, "lmdsl.lm_calls": result.lm_calls}
+        )
+        event(
+            current,
+            "gen_ai.evaluation.result",
+            {
+                "gen_ai.evaluation.name": getattr(metric, "__name__", "metric"),
+                "gen_ai.evaluation.score.value": result.score / 100,
+            },
+        )
+    journal = _journal.get()
+    if journal is not None:
+        journal.append(ScoredCandidate(title, dict(program.params), started, result))
+    return result
+
+
+@dataclass(frozen=True)
+class ScoredCandidate:
+    """A candidate as it was scored during a compile: its title, its parameters, when its
+    scoring started (`time.time()`) and the evaluation, rows included (what a compile report shows)."""
+
+    title: str
+    params: Mapping[str, Params]
+    started: float
+    result: EvaluationResult
+
+
+_journal: ContextVar[list[ScoredCandidate] | None] = ContextVar("lmdsl_compile_journal", default=None)
+
+
+@contextmanager
+def journaling() -> Iterator[list[ScoredCandidate]]:
+    """Keep every candidate scored in this block (by any optimizer), in order."""
+    scored: list[ScoredCandidate] = []
+    token = _journal.set(scored)
+    try:
+        yield scored
+    finally:
+        _journal.reset(token)
 
 
 def describe_errors(result: EvaluationResult) -> str:

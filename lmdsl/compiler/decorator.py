@@ -13,11 +13,13 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 from lmdsl import checking, rules
 from lmdsl.compiler.artifact import write_artifact
 from lmdsl.compiler.base import Compiled, Optimizer
+from lmdsl.compiler.gepa import GEPA
 from lmdsl.config import settings
-from lmdsl.data import Metric
 from lmdsl.errors import ConfigurationError, SignatureError
 from lmdsl.program import Program, artifact_path
+from lmdsl.scores import Metric
 from lmdsl.serializable import accepts, type_name
+from lmdsl.tracing import annotate, span
 
 if TYPE_CHECKING:
     from lmdsl.data import Example
@@ -150,7 +152,23 @@ def compile_program(program: Program[..., Any], *, write: bool = True, storage: 
         storage = f"sqlite:///{config.artifact.with_name(config.artifact.name + '.optuna.sqlite3').resolve()}"
     if storage is not None:
         optimizer = dataclasses.replace(optimizer, storage=storage)  # type: ignore[type-var]
-    compiled = optimizer.compile(program, config.trainset, config.metric, devset=config.devset)
+    if config.artifact is not None and isinstance(optimizer, GEPA) and optimizer.state_file is None:
+        state_file = config.artifact.with_name(config.artifact.name + ".gepa.json")  # GEPA resumes from it
+        optimizer = dataclasses.replace(optimizer, state_file=state_file)
+    with span(
+        f"compile {program.name}", {"lmdsl.program": program.name, "lmdsl.optimizer": type(optimizer).__name__}
+    ) as current:
+        compiled = optimizer.compile(program, config.trainset, config.metric, devset=config.devset)
+        annotate(
+            current,
+            {
+                "lmdsl.score": compiled.score,
+                "lmdsl.baseline": compiled.baseline,
+                "lmdsl.candidates": len(compiled.candidates),
+                "lmdsl.lm_calls": compiled.lm_calls,
+                "lmdsl.tokens": compiled.tokens,
+            },
+        )
     if write and config.artifact is not None:
         model = settings().model_for(None)
         write_artifact(config.artifact, program, compiled, model=model if isinstance(model, str) else model.name)

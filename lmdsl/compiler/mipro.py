@@ -44,9 +44,9 @@ from lmdsl.calls.function import FuzzyFunction, fuzzy
 from lmdsl.compiler.base import Budget, BudgetExhausted, Candidate, Compiled, score_candidate, with_demos
 from lmdsl.compiler.few_shot import BootstrapFewShot, candidate_ladder
 from lmdsl.config import settings, using
-from lmdsl.data import Metric
 from lmdsl.errors import ArtifactError, ConfigurationError, LMDSLError
 from lmdsl.params import Demo, Params, dump_demos, load_demos
+from lmdsl.scores import Metric
 
 if TYPE_CHECKING:
     from lmdsl.config import ModelSpec

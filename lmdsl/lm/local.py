@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import hashlib
 import importlib.util
 import json
 import os
@@ -63,24 +64,42 @@ def _engine_choice(engine: str | None) -> str:
     return installed[0]
 
 
+def _threads() -> int:
+    """llama.cpp's threads: LMDSL_LOCAL_THREADS, else the cores this process may run on (at most 8).
+
+    Its threads meet at a barrier after every step, so more threads than free cores costs far
+    more than it gains: several processes sharing a machine (test workers, a compile beside a
+    server) each want a share of the cores, not all of them.
+    """
+    wanted = os.environ.get("LMDSL_LOCAL_THREADS", "").strip()
+    if wanted:
+        if not wanted.isdigit() or int(wanted) < 1:
+            raise ModelUnavailableError(
+                f"LMDSL_LOCAL_THREADS must be a whole number of threads, 1 or more (it is {wanted!r})"
+            )
+        return int(wanted)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, 8))
+
+
 # llama.cpp silences its loading by pointing file descriptors 1 and 2 (and sys.stdout/stderr)
 # at /dev/null and back, which is not thread-safe: two threads loading at once can leave the
 # process's output pointing at /dev/null for good. One lock makes loading one at a time.
 _LOADING = threading.Lock()
 
 
-def _load(path: Path, n_ctx: int, engine: str) -> _Engine:
-    """Load a model once per process and engine; every backend on the same file shares it."""
+def _load(path: Path, n_ctx: int, engine: str, lora: Path | None = None) -> _Engine:
+    """Load a model once per process, engine and adapter; every backend on the same files shares it."""
     with _LOADING:
-        return _load_once(path, n_ctx, engine)
+        return _load_once(path, n_ctx, engine, lora)
 
 
 @functools.cache
-def _load_once(path: Path, n_ctx: int, engine: str) -> _Engine:
-    threads = max(1, min(os.cpu_count() or 1, 8))
+def _load_once(path: Path, n_ctx: int, engine: str, lora: Path | None) -> _Engine:
+    threads = _threads()
     if engine == "xllamacpp":
-        return _ServerEngine(path, n_ctx, threads)
-    return _LlamaCppEngine(path, n_ctx, threads)
+        return _ServerEngine(path, n_ctx, threads, lora)
+    return _LlamaCppEngine(path, n_ctx, threads, lora)
 
 
 class _ServerEngine:
@@ -91,7 +110,7 @@ class _ServerEngine:
     tokens to generate, and no keys beyond the schema's.
     """
 
-    def __init__(self, path: Path, n_ctx: int, threads: int) -> None:
+    def __init__(self, path: Path, n_ctx: int, threads: int, lora: Path | None = None) -> None:
         try:  # by name: xllamacpp has no type information, and mypy run on a user's code follows imports here
             xllamacpp: Any = importlib.import_module("xllamacpp")
         except ImportError as error:
@@ -104,10 +123,13 @@ class _ServerEngine:
         params.cpuparams_batch.n_threads = threads
         params.verbosity = -1
         params.warmup = False
+        if lora is not None:  # a LoRA adapter (lmdsl.BootstrapFinetune's), applied at scale 1 to every request
+            params.lora_adapters = [xllamacpp.CommonAdapterLoraInfo(str(lora), 1.0)]
         try:
             self._server = xllamacpp.Server(params)
         except RuntimeError as error:
-            raise ModelUnavailableError(f"llama.cpp could not load {path}: {error}") from None
+            with_lora = f" with the LoRA adapter {lora}" if lora is not None else ""
+            raise ModelUnavailableError(f"llama.cpp could not load {path}{with_lora}: {error}") from None
 
     def chat(self, request: Request, repeat_penalty: float) -> Completion:
         body: dict[str, Any] = {
@@ -137,14 +159,19 @@ class _LlamaCppEngine:
     previous prompt's tokens, so a shared prefix is not re-read.
     """
 
-    def __init__(self, path: Path, n_ctx: int, threads: int) -> None:
+    def __init__(self, path: Path, n_ctx: int, threads: int, lora: Path | None = None) -> None:
         try:
             llama_cpp: Any = importlib.import_module("llama_cpp")  # by name: an optional engine, maybe absent
         except ImportError as error:
             raise ModelUnavailableError(f"llama-cpp-python is not installed ({error}): {INSTALL_HINT}") from None
         try:
             self._llama = llama_cpp.Llama(
-                model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_threads=threads,
+                n_threads_batch=threads,
+                verbose=False,
+                lora_path=None if lora is None else str(lora),
             )
         except (ValueError, RuntimeError) as error:
             raise ModelUnavailableError(f"llama.cpp could not load {path}: {error}") from None
@@ -187,7 +214,8 @@ class LocalModel:
     """A GGUF model run in-process by llama.cpp: through its server engine (`xllamacpp`, the
     default when installed) or llama-cpp-python (`engine="llama-cpp-python"`, or the
     environment variable `LMDSL_LOCAL_ENGINE`). One load per file and engine per process;
-    a shared prompt prefix is not re-read.
+    a shared prompt prefix is not re-read. `lora` is a LoRA adapter GGUF applied over the
+    weights; its content hash is in the name, so the cache never mixes its replies with the base model's.
     """
 
     def __init__(
@@ -197,6 +225,7 @@ class LocalModel:
         n_ctx: int = 4096,
         repeat_penalty: float = 1.1,
         engine: str | None = None,
+        lora: str | os.PathLike[str] | None = None,
     ) -> None:
         if path is None:
             self._path = embedded_model_path()
@@ -209,10 +238,15 @@ class LocalModel:
                 )
             self._name = f"local:{self._path}"
         self._n_ctx = n_ctx
+        self._lora = None if lora is None else Path(lora).expanduser().resolve()
+        if self._lora is not None:
+            if not self._lora.is_file():
+                raise ModelUnavailableError(f"no LoRA adapter file at {self._lora}")
+            self._name += f"?lora={_sha256(self._lora)[:16]}"
         self._engine_name = _engine_choice(engine)
         self._loaded: _Engine | None = None  # the shared model, looked up on the first call
         if self._engine_name != ENGINES[0]:
-            self._name += f"?engine={self._engine_name}"  # another engine samples its own way: another cache key
+            self._name += f"{'&' if '?' in self._name else '?'}engine={self._engine_name}"  # another engine samples its own way: another cache key
         # llama.cpp's own default: without it, small models loop on one list item until max_tokens.
         self._repeat_penalty = repeat_penalty
         if repeat_penalty != 1.1:
@@ -227,12 +261,20 @@ class LocalModel:
         return self._engine_name
 
     def _shared_model(self) -> _Engine:
-        self._loaded = _load(self._path, self._n_ctx, self._engine_name)
+        self._loaded = _load(self._path, self._n_ctx, self._engine_name, self._lora)
         return self._loaded
 
     def complete(self, request: Request) -> Completion:
         loaded = self._loaded or self._shared_model()
         return loaded.chat(request, self._repeat_penalty)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @functools.lru_cache(maxsize=256)
