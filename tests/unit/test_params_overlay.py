@@ -14,6 +14,9 @@ from lmdsl.lm.types import Request
 from lmdsl.params import Demo, Params, overlaid
 from tests.unit.test_optimize import DEV, TRAIN, classify, clean, demo_count, exact, respond, sentiment
 
+# test_optimize's program labels only the final answer: the labelled candidate's warning is expected
+pytestmark = pytest.mark.filterwarnings("ignore::lmdsl.UnusedLabelsWarning")
+
 ONE = Params("Say which.", (Demo({"text": "good"}, "positive"),))
 TWO = Params("Only say which.", (Demo({"text": "bad"}, "negative"), Demo({"text": "nice"}, "positive")))
 
