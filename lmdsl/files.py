@@ -11,13 +11,14 @@ crash never leaves half a file and a FIFO at the path is replaced, not written i
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["NotReadable", "open_regular", "read_regular", "write_atomic"]
+__all__ = ["NotReadable", "open_regular", "read_regular", "sha256_file", "write_atomic"]
 
 
 class NotReadable(Exception):
@@ -65,6 +66,15 @@ def read_regular(path: str | Path, *, limit: int) -> bytes:
     if len(data) > limit:
         raise NotReadable(f"it is larger than {limit} bytes, too large for this kind of file")
     return data
+
+
+def sha256_file(path: str | Path) -> str:
+    """The SHA-256 of a regular file, read in blocks (`NotReadable` for anything else)."""
+    digest = hashlib.sha256()
+    with open_regular(path) as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_atomic(path: str | Path, text: str) -> Path:

@@ -11,7 +11,6 @@ fallback to the base model.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from lmdsl.errors import ArtifactError, ModelUnavailableError
-from lmdsl.files import NotReadable, open_regular
+from lmdsl.files import NotReadable, sha256_file
 from lmdsl.lm.local import LocalModel, embedded_model_path
 from lmdsl.unicode import printable
 
@@ -62,15 +61,6 @@ class Weights:
     entry: WeightsEntry
     adapter: Path
     model: LocalModel
-
-
-def sha256_file(path: Path) -> str:
-    """The SHA-256 of a regular file (`NotReadable` for anything else)."""
-    digest = hashlib.sha256()
-    with open_regular(path) as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @functools.lru_cache(maxsize=8)

@@ -24,10 +24,10 @@ from typing import Any
 
 from lmdsl.compiler.base import Compiled
 from lmdsl.errors import ArtifactError
-from lmdsl.files import write_atomic
+from lmdsl.files import sha256_file, write_atomic
 from lmdsl.params import dump_params, read_params_file
 from lmdsl.program import Program
-from lmdsl.weights import Weights, WeightsEntry, sha256_file
+from lmdsl.weights import Weights, WeightsEntry
 
 
 def artifact_data(

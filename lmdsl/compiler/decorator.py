@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 from lmdsl import checking, rules
 from lmdsl.compiler.artifact import write_artifact
 from lmdsl.compiler.base import Compiled, Optimizer
-from lmdsl.compiler.gepa import GEPA
 from lmdsl.config import settings
 from lmdsl.errors import ConfigurationError, SignatureError
 from lmdsl.program import Program, artifact_path
@@ -145,16 +144,13 @@ def compile_program(program: Program[..., Any], *, write: bool = True, storage: 
         raise TypeError(f"{program.name} has no compile configuration: decorate it with @lmdsl.optimize(...)")
     program.reset_params()  # compile from the docstrings, never from a previously loaded artifact
     optimizer = config.optimizer
-    resumable = keeps_a_study(optimizer)
-    if storage is not None and not resumable:
+    if storage is not None and not keeps_a_study(optimizer):
         raise ConfigurationError(f"{type(optimizer).__name__} keeps no study, so it takes no storage URL (MIPRO does)")
-    if storage is None and config.artifact is not None and resumable and getattr(optimizer, "storage") is None:
-        storage = f"sqlite:///{config.artifact.with_name(config.artifact.name + '.optuna.sqlite3').resolve()}"
     if storage is not None:
         optimizer = dataclasses.replace(optimizer, storage=storage)  # type: ignore[type-var]
-    if config.artifact is not None and isinstance(optimizer, GEPA) and optimizer.state_file is None:
-        state_file = config.artifact.with_name(config.artifact.name + ".gepa.json")  # GEPA resumes from it
-        optimizer = dataclasses.replace(optimizer, state_file=state_file)
+    resuming_beside = getattr(optimizer, "resuming_beside", None)  # optimizers that keep state to resume from
+    if config.artifact is not None and resuming_beside is not None:
+        optimizer = resuming_beside(config.artifact)
     with span(
         f"compile {program.name}", {"lmdsl.program": program.name, "lmdsl.optimizer": type(optimizer).__name__}
     ) as current:

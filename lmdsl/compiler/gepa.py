@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -71,6 +71,12 @@ class GEPA:
     threads: int = 4
     seed: int = 0
     state_file: str | Path | None = None
+
+    def resuming_beside(self, artifact: Path) -> GEPA:
+        """This optimizer with its state in a file beside `artifact`, unless `state_file` says where."""
+        if self.state_file is not None:
+            return self
+        return replace(self, state_file=artifact.with_name(artifact.name + ".gepa.json"))
 
     def minimum_metric_calls(self, validation: int, train: int) -> int:
         """The smallest `max_metric_calls` that scores the seed and judges `MIN_PROPOSALS` proposals

@@ -35,7 +35,8 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
@@ -127,6 +128,12 @@ class MIPRO:
     seed: int = 0
     storage: str | None = None
     study_name: str | None = None
+
+    def resuming_beside(self, artifact: Path) -> MIPRO:
+        """This optimizer with its study in an SQLite file beside `artifact`, unless `storage` says where."""
+        if self.storage is not None:
+            return self
+        return replace(self, storage=f"sqlite:///{artifact.with_name(artifact.name + '.optuna.sqlite3').resolve()}")
 
     def compile(
         self,

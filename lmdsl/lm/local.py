@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import atexit
 import functools
-import hashlib
 import importlib.util
 import json
 import os
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from lmdsl.errors import BackendError, ModelUnavailableError
+from lmdsl.files import sha256_file
 from lmdsl.lm.types import Completion, Request, Usage
 
 EMBEDDED_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -242,7 +242,7 @@ class LocalModel:
         if self._lora is not None:
             if not self._lora.is_file():
                 raise ModelUnavailableError(f"no LoRA adapter file at {self._lora}")
-            self._name += f"?lora={_sha256(self._lora)[:16]}"
+            self._name += f"?lora={sha256_file(self._lora)[:16]}"
         self._engine_name = _engine_choice(engine)
         self._loaded: _Engine | None = None  # the shared model, looked up on the first call
         if self._engine_name != ENGINES[0]:
@@ -267,14 +267,6 @@ class LocalModel:
     def complete(self, request: Request) -> Completion:
         loaded = self._loaded or self._shared_model()
         return loaded.chat(request, self._repeat_penalty)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @functools.lru_cache(maxsize=256)

@@ -12,7 +12,6 @@ rows permuted (rotary layout), so an adapter for them would need the same permut
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import logging
 import math
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from lmdsl.errors import TrainingError
+from lmdsl.files import sha256_file
 from lmdsl.lm.types import Message
 
 log = logging.getLogger("lmdsl.training")
@@ -136,14 +136,6 @@ def chat_template(base: Path) -> str:
     return str(field.contents())
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def train_lora(
     base: Path,
     examples: Sequence[ChatExample],
@@ -206,7 +198,7 @@ def train_lora(
     write_adapter(model, base, settings.alpha, out)
     return TrainedAdapter(
         out,
-        file_sha256(out),
+        sha256_file(out),
         len(sequences),
         sum(len(tokens) for tokens, _ in sequences),
         step,
