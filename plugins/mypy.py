@@ -23,9 +23,11 @@ returns mypy's own inferred type: the plugin reports, it never changes types.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 from mypy.errorcodes import ErrorCode
 from mypy.nodes import (
@@ -52,7 +54,7 @@ from mypy.nodes import (
     TupleExpr,
     TypeInfo,
 )
-from mypy.plugin import CheckerPluginInterface, FunctionContext, MethodContext, Plugin
+from mypy.plugin import CheckerPluginInterface, FunctionContext, MethodContext, Plugin, ReportConfigContext
 from mypy.subtypes import is_subtype
 from mypy.types import (
     AnyType,
@@ -155,8 +157,16 @@ def _shape_error(public: str, expected: str) -> RuntimeError:
     return RuntimeError(f"lmdsl's mypy plugin expected {public} to be {expected}; update plugins/mypy.py")
 
 
+# mypy re-checks cached modules when a plugin's own file changes, not the files it imports: the
+# rule table's digest, reported per module, makes a kept .mypy_cache follow the rules too.
+_RULES_DIGEST = hashlib.sha256(Path(rules.__file__).read_bytes()).hexdigest()
+
+
 class LmdslPlugin(Plugin):
     _resolved: Targets | None = None
+
+    def report_config_data(self, ctx: ReportConfigContext) -> str:
+        return _RULES_DIGEST
 
     @property
     def targets(self) -> Targets | None:

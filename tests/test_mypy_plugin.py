@@ -37,10 +37,15 @@ def oldest_mypy() -> Path:
 
 
 @pytest.fixture(scope="session")
-def mypy_cache(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
-    """One mypy cache for the whole run: the xdist workers' temporary folders share a parent.
-    `run_mypy` takes a lock around it, so each mypy version checks lmdsl and its dependencies
-    once (about 35 s) instead of once per worker that happens to run a mypy test."""
+def mypy_cache(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """The mypy caches, kept between runs in pytest's cache folder: mypy re-checks what changed
+    (the plugin reports its rule table's digest, so a rule change counts), and a run on
+    unchanged sources checks lmdsl and its dependencies from the cache instead of from scratch
+    (about 30 s per mypy version on 2 cores). `run_mypy` takes a lock around each cache, which
+    the xdist workers share. Without pytest's cache plugin, a folder for this run only."""
+    cache = getattr(request.config, "cache", None)
+    if cache is not None:
+        return Path(cache.mkdir("lmdsl-mypy"))
     base = tmp_path_factory.getbasetemp()
     shared = (base if worker_id == "master" else base.parent) / "mypy-cache"
     shared.mkdir(exist_ok=True)
@@ -54,6 +59,10 @@ def mypy_path(request: pytest.FixtureRequest) -> Path | None:
         return None
     path: Path = request.getfixturevalue("oldest_mypy")
     return path
+
+
+def cache_name(prefix: Path | None) -> str:
+    return "newest" if prefix is None else f"mypy-{OLDEST_MYPY}"
 
 
 def run_mypy(files: Sequence[Path], prefix: Path | None, cache: Path) -> tuple[str, list[tuple[int, str, str]]]:
@@ -98,7 +107,7 @@ def expected_marks(file: Path) -> list[tuple[int, str]]:
 def test_five_wiring_mistakes_give_exactly_five_errors_with_their_codes_and_lines(
     mypy_path: Path | None, mypy_cache: Path
 ) -> None:
-    version, errors = run_mypy([MISTAKES], mypy_path, mypy_cache / str(mypy_path is None))
+    version, errors = run_mypy([MISTAKES], mypy_path, mypy_cache / cache_name(mypy_path))
     if mypy_path is not None:
         assert OLDEST_MYPY in version
     assert len(expected_marks(MISTAKES)) == 5
@@ -109,39 +118,45 @@ def test_five_wiring_mistakes_give_exactly_five_errors_with_their_codes_and_line
 
 def test_the_examples_pass_the_plugin(mypy_path: Path | None, mypy_cache: Path) -> None:
     examples = sorted((ROOT / "examples").glob("*.py"))
-    version, errors = run_mypy(examples, mypy_path, mypy_cache / str(mypy_path is None))
+    version, errors = run_mypy(examples, mypy_path, mypy_cache / cache_name(mypy_path))
     assert errors == [], (version, errors)
 
 
-def test_the_rule_cases_pass_under_the_oldest_mypy(oldest_mypy: Path, tmp_path: Path) -> None:
-    """The same YAML cases as the main run, with `mypy` on PATH being the oldest supported."""
+def test_the_rule_cases_pass_under_the_oldest_mypy(oldest_mypy: Path, mypy_cache: Path, tmp_path: Path) -> None:
+    """The same YAML cases as the main run, with `mypy` on PATH being the oldest supported.
+    pytest-mypy-plugins keeps its mypy cache in `<base>/.mypy_cache`, here kept between runs. It
+    is not `run_mypy`'s: the cases find lmdsl through the installed package, not the source
+    tree, and one cache for both would be checked from scratch by each in turn."""
     shim = tmp_path / "bin" / "mypy"
     shim.parent.mkdir()
     shim.write_text(f'#!/bin/sh\nPYTHONPATH="{oldest_mypy}" exec "{sys.executable}" -m mypy "$@"\n')
     shim.chmod(0o755)
-    base = tmp_path / "base"
-    base.mkdir()
-    env = {**os.environ, "PATH": f"{shim.parent}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            str(RULE_CASES),
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-p",
-            "no:randomly",
-            f"--mypy-testing-base={base}",
-            f"--mypy-ini-file={CONFIG}",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=900,
-    )
+    base = mypy_cache / f"cases-mypy-{OLDEST_MYPY}"
+    base.mkdir(exist_ok=True)
+    # Not as an xdist worker: pytest-mypy-plugins would keep one cache per worker name.
+    env = {name: value for name, value in os.environ.items() if not name.startswith("PYTEST_XDIST")}
+    env["PATH"] = f"{shim.parent}{os.pathsep}{os.environ['PATH']}"
+    with FileLock(f"{base}.lock"):
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                str(RULE_CASES),
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "-p",
+                "no:randomly",
+                f"--mypy-testing-base={base}",
+                f"--mypy-ini-file={CONFIG}",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env=env,
+            timeout=900,
+        )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert re.search(r"\b\d+ passed\b", result.stdout) and "failed" not in result.stdout.splitlines()[-1]
 
@@ -250,7 +265,7 @@ def test_the_plugin_and_decoration_time_judge_every_type_alike(tmp_path: Path, m
     module = tmp_path / "types_table.py"
     module.write_text(source)
 
-    _, errors = run_mypy([module], None, mypy_cache / "True")
+    _, errors = run_mypy([module], None, mypy_cache / cache_name(None))
     static = {(m.split(":")[0], code) for _, code, m in errors}
     runtime = {(f.message.split(":")[0], f.code) for f in check_files([module])}
     assert static == runtime, sorted(static ^ runtime)
@@ -270,6 +285,21 @@ def test_the_typed_surface_passes_basedpyright() -> None:
         [executable, "--project", "pyproject.toml"], capture_output=True, text=True, cwd=ROOT, timeout=600
     )
     assert result.returncode == 0 and "0 errors" in result.stdout, result.stdout + result.stderr
+
+
+def test_the_plugin_reports_the_rule_tables_digest_so_a_kept_cache_follows_rule_changes() -> None:
+    import hashlib
+
+    from mypy.options import Options
+    from mypy.plugin import ReportConfigContext
+
+    from lmdsl import rules
+    from lmdsl.plugins.mypy import LmdslPlugin
+
+    plugin = LmdslPlugin(Options())
+    digest = hashlib.sha256(Path(rules.__file__).read_bytes()).hexdigest()
+    for module in ("app", "lmdsl.rules"):
+        assert plugin.report_config_data(ReportConfigContext(module, f"{module}.py", is_check=False)) == digest
 
 
 def test_the_plugin_starts_from_public_names_only() -> None:
