@@ -12,6 +12,7 @@ rows permuted (rotary layout), so an adapter for them would need the same permut
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import math
@@ -126,14 +127,39 @@ def _render(template: str, messages: Sequence[Message], *, generation_prompt: bo
     return rendered
 
 
+@dataclass(frozen=True)
+class _BaseFacts:
+    """What lmdsl reads from a base GGUF itself: the gguf package parses every field of the file
+    (its 49k-token vocabulary included) in Python, several seconds each time, so once per file."""
+
+    template: str | None
+    architecture: str | None
+    tensors: frozenset[str]
+
+
+def _facts(base: Path) -> _BaseFacts:
+    stat = base.stat()
+    return _read_facts(base.resolve(), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_facts(base: Path, size: int, modified: int) -> _BaseFacts:
+    reader = _module("gguf").GGUFReader(str(base))
+    template = reader.get_field("tokenizer.chat_template")
+    architecture = reader.get_field("general.architecture")
+    return _BaseFacts(
+        None if template is None else str(template.contents()),
+        None if architecture is None else str(architecture.contents()),
+        frozenset(tensor.name for tensor in reader.tensors),
+    )
+
+
 def chat_template(base: Path) -> str:
     """The chat template stored in a GGUF file: the one llama.cpp renders prompts with."""
-    gguf = _module("gguf")
-    reader = gguf.GGUFReader(str(base))
-    field = reader.get_field("tokenizer.chat_template")
-    if field is None:
+    template = _facts(base).template
+    if template is None:
         raise TrainingError(f"{base} has no chat template; lmdsl fine-tunes chat models only")
-    return str(field.contents())
+    return template
 
 
 def train_lora(
@@ -263,15 +289,14 @@ def _batch(torch: Any, sequences: Sequence[tuple[list[int], int]], pad: int) -> 
 def write_adapter(model: Any, base: Path, alpha: float, out: Path) -> None:
     """Write the peft model's LoRA matrices as a llama.cpp adapter GGUF, named as the base model's tensors."""
     gguf = _module("gguf")
-    reader = gguf.GGUFReader(str(base))
-    arch_field = reader.get_field("general.architecture")
-    if arch_field is None:
+    facts = _facts(base)
+    arch = facts.architecture
+    if arch is None:
         raise TrainingError(f"{base} names no architecture")
-    arch = str(arch_field.contents())
     by_name = {name: key for key, name in gguf.MODEL_ARCH_NAMES.items()}
     if arch not in by_name:
         raise TrainingError(f"{base}: architecture {arch!r} is unknown to the gguf package")
-    known = {tensor.name for tensor in reader.tensors}
+    known = facts.tensors
     layers = max(int(name.split(".")[1]) for name in known if name.startswith("blk.")) + 1
     names = gguf.get_tensor_name_map(by_name[arch], layers)
     matrices: dict[str, dict[str, Any]] = {}
