@@ -84,7 +84,8 @@ class LabeledFewShot:
     ) -> Compiled:
         started = time.perf_counter()
         params = labelled_params(program, trainset, self.k, random.Random(self.seed) if self.seed is not None else None)
-        warn_unused_labels(program, trainset, params, what="LabeledFewShot")
+        if self.k:
+            warn_unused_labels(program, trainset, params, what="LabeledFewShot")
         return Compiled(
             params,
             None,
@@ -261,7 +262,8 @@ def candidate_ladder(
             yield "zero-shot", program.params if zero_shot is None else zero_shot
         elif number == 1:
             labelled = labelled_params(program, trainset, bootstrapper.max_labeled, random.Random(bootstrapper.seed))
-            warn_unused_labels(program, trainset, labelled, what="the labelled candidate")
+            if bootstrapper.max_labeled:  # none asked for: no demos is what the user chose
+                warn_unused_labels(program, trainset, labelled, what="the labelled candidate")
             yield "labelled", labelled
         elif number == 2:
             yield "bootstrapped", bootstrapper.bootstrap(program, trainset, metric, budget=budget, runs=runs)

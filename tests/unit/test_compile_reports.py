@@ -169,6 +169,16 @@ def test_the_labelled_candidate_warns_once_when_no_label_names_a_functions_outpu
     assert (said[0].filename, said[0].lineno) == (__file__, line_of(Path(__file__), "# compile"))
 
 
+def test_no_warning_when_the_optimizer_was_asked_for_no_labelled_demos() -> None:
+    with lmdsl.using(model=lmdsl.ScriptedModel(router)), warnings.catch_warnings():
+        warnings.simplefilter("error", UnusedLabelsWarning)
+        compiled = RandomSearch(candidates=3, max_labeled=0, threads=1).compile(
+            triage, TRIAGE_TRAIN, lambda e, p: p == e.team
+        )
+        LabeledFewShot(k=0).compile(triage, TRIAGE_TRAIN, lambda e, p: True)
+    assert [c.label for c in compiled.candidates][:2] == ["zero-shot", "labelled (the same as zero-shot)"]
+
+
 def test_labeled_few_shot_warns_too_and_a_label_named_after_an_output_is_used_without_a_warning() -> None:
     with pytest.warns(UnusedLabelsWarning, match=r"LabeledFewShot has no demos .* label field\(s\) team name none"):
         LabeledFewShot(k=2).compile(triage, TRIAGE_TRAIN, lambda e, p: True)

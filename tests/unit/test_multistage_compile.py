@@ -153,6 +153,7 @@ def test_random_search_does_not_score_the_same_demos_twice() -> None:
     assert compiled.lm_calls == 15 * 3
 
 
+@pytest.mark.filterwarnings("error::lmdsl.UnusedLabelsWarning")  # max_labeled=0: no labels wanted, none warned of
 def test_random_search_screens_candidates_on_a_minibatch_before_the_whole_dev_set() -> None:
     """A dev set of 4 with minibatch=2: the zero-shot scores 50% on the minibatch (one of the two
     confused questions is in it), so a candidate scoring less there is not scored in full."""
@@ -166,7 +167,7 @@ def test_random_search_screens_candidates_on_a_minibatch_before_the_whole_dev_se
             return {"final_answer": "unknown"}  # demos make this model worse
         return reply(request)
 
-    with lmdsl.using(model=lmdsl.ScriptedModel(worse_with_demos)), pytest.warns(lmdsl.UnusedLabelsWarning):
+    with lmdsl.using(model=lmdsl.ScriptedModel(worse_with_demos)):
         compiled = RandomSearch(candidates=3, max_demos=2, max_labeled=0, threads=1, minibatch=2).compile(
             two_hop, TRAIN, right, devset=dev
         )
