@@ -190,6 +190,7 @@ class ProviderCalls:
         timeout: float,
         secret: Secret | None,
         key_hint: str,
+        request_hint: str | None = None,
     ) -> None:
         if not isinstance(max_concurrency, int) or isinstance(max_concurrency, bool) or max_concurrency < 1:
             raise ConfigurationError(f"max_concurrency must be a whole number >= 1, not {max_concurrency!r}")
@@ -203,6 +204,7 @@ class ProviderCalls:
         self._slots = threading.BoundedSemaphore(max_concurrency)
         self._secret = secret
         self._key_hint = key_hint
+        self._request_hint = request_hint  # for a rejected request; None: a model provider's hints
 
     def send(self, request: Callable[[], R], read: Callable[[R], T]) -> T:
         """`request()` within the concurrency bound, its response turned into a result by
@@ -271,7 +273,7 @@ class ProviderCalls:
                 f"{self.name}: the provider {what} (HTTP {status}: {said}); not retried: {self._key_hint}", **fields
             )
         if status is not None and 400 <= status < 500 and status not in TRANSIENT_STATUSES:
-            fix = {
+            fix = self._request_hint or {
                 404: "check the model name and the base URL",
                 413: "the prompt is too large for this model",
             }.get(status, "check the model name and the options (max_tokens, the output schema)")

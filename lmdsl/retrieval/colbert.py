@@ -113,6 +113,7 @@ class ColBERTv2:
             timeout=timeout,
             secret=None,
             key_hint="the server needs no key from lmdsl: check the URL and who may reach the server",
+            request_hint="check the URL (the search endpoint itself, which takes ?query=...&k=...) and the query",
         )
 
     @property
