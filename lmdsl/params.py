@@ -112,7 +112,10 @@ def _checked_demo(signature: Signature, demo: Demo) -> Demo:
 
 
 # -- the file format -----------------------------------------------------------------------------
-class _DemoFile(BaseModel):
+class DemoFile(BaseModel):
+    """A demo as a parameter file stores it: JSON inputs and output, checked against the
+    signature only when loaded into a function."""
+
     model_config = ConfigDict(extra="forbid")
     inputs: dict[str, Any]
     output: Any
@@ -123,14 +126,14 @@ class _NearestFile(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     version: int
     k: int
-    pool: list[_DemoFile]
+    pool: list[DemoFile]
 
 
 class _FunctionFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     signature: str
     instructions: str
-    demos: list[_DemoFile] = []
+    demos: list[DemoFile] = []
     nearest: _NearestFile | None = None
 
 
@@ -176,7 +179,7 @@ def dump_demos(sig: Signature, demos: Sequence[Demo]) -> list[dict[str, Any]]:
 def load_demos(signature: Signature, data: object) -> tuple[Demo, ...]:
     """The inverse of `dump_demos`, checked against `signature`; `ArtifactError` if they do not fit."""
     try:
-        entries = TypeAdapter(list[_DemoFile]).validate_python(data)
+        entries = TypeAdapter(list[DemoFile]).validate_python(data)
         params = check_params(signature, Params("", tuple(Demo(d.inputs, d.output, d.reasoning) for d in entries)))
     except (ValidationError, LMDSLError) as error:
         raise ArtifactError(f"demos of {signature.qualname} do not fit its signature: {error}") from None

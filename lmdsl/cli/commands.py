@@ -26,7 +26,7 @@ from lmdsl.calls.records import capture
 from lmdsl.config import history, using
 from lmdsl.errors import ConfigurationError, InputError, LMDSLError, OutputError
 from lmdsl.lm import MODEL_FORMS, resolve_model
-from lmdsl.params import read_params_file
+from lmdsl.params import DemoFile, read_params_file
 from lmdsl.program import Program, output_adapter
 from lmdsl.unicode import printable
 
@@ -392,20 +392,28 @@ def _inspect(args: argparse.Namespace) -> int:
     if program is not None:
         program.load(Path(args.artifact))
     for name, entry in data.functions.items():
-        print(f"\n== {name} (signature {entry.signature}, {len(entry.demos)} demo(s))")
+        nearest = entry.nearest
+        chosen = "" if nearest is None else f", and per call the {nearest.k} nearest of a pool of {len(nearest.pool)}"
+        print(f"\n== {name} (signature {entry.signature}, {len(entry.demos)} demo(s){chosen})")
         if program is not None:
             for message in program.functions[name].prompt_prefix:
                 print(f"[{message.role}]\n{message.content}")
-            continue
-        print(f"[instructions]\n{entry.instructions}")
-        for number, demo in enumerate(entry.demos, 1):
-            print(f"[demo {number}] inputs: {json.dumps(demo.inputs, ensure_ascii=False)}")
-            if demo.reasoning:
-                print(f"  reasoning: {demo.reasoning}")
-            print(f"  output: {json.dumps(demo.output, ensure_ascii=False)}")
+        else:
+            print(f"[instructions]\n{entry.instructions}")
+            _print_demos("demo", entry.demos)
+        if nearest is not None:  # the prompt prefix holds none of them: they are chosen at each call
+            _print_demos("pool demo", nearest.pool)
     for line in _lineage(extra.get("optimizer")):
         print(line)
     return 0
+
+
+def _print_demos(kind: str, demos: Sequence[DemoFile]) -> None:
+    for number, demo in enumerate(demos, 1):
+        print(f"[{kind} {number}] inputs: {json.dumps(demo.inputs, ensure_ascii=False)}")
+        if demo.reasoning:
+            print(f"  reasoning: {demo.reasoning}")
+        print(f"  output: {json.dumps(demo.output, ensure_ascii=False)}")
 
 
 def _lineage(settings: object) -> list[str]:

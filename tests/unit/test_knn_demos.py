@@ -76,6 +76,28 @@ def test_fixed_demos_come_first_and_overlays_choose_per_call_too() -> None:
     assert topic.params.nearest is None  # the function's own parameters are untouched
 
 
+def test_inspect_shows_the_pool_a_call_chooses_from(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lmdsl.cli import main
+
+    @lmdsl.program
+    def classify(text: str) -> str:
+        return topic(text=text)
+
+    fixed = Demo({"text": "an opera singer"}, "music")
+    with classify.with_params({"topic": Params("Say.", (fixed,), Nearest(2, POOL[:2]))}):
+        data = dump_params(classify.name, classify.functions)
+    path = tmp_path / "params.json"
+    path.write_text(json.dumps(data))
+    assert main(["inspect", str(path)]) == 0
+    shown = capsys.readouterr().out
+    assert "== topic (signature " in shown and "1 demo(s), and per call the 2 nearest of a pool of 2)" in shown
+    assert shown.endswith(
+        '[instructions]\nSay.\n[demo 1] inputs: {"text": "an opera singer"}\n  output: "music"\n'
+        '[pool demo 1] inputs: {"text": "the striker scored a goal"}\n  output: "sport"\n'
+        '[pool demo 2] inputs: {"text": "a bowl of ramen noodles"}\n  output: "food"\n'
+    )
+
+
 def test_the_pool_round_trips_through_a_parameter_file(tmp_path: Path) -> None:
     @lmdsl.program
     def classify(text: str) -> str:
