@@ -1,7 +1,15 @@
 """The compiler: optimizers that choose each fuzzy function's demos and instructions."""
 
 from lmdsl.compiler.artifact import write_artifact
-from lmdsl.compiler.base import Budget, BudgetExhausted, Candidate, Compiled, Optimizer, UnusedLabelsWarning
+from lmdsl.compiler.base import (
+    Budget,
+    BudgetExhausted,
+    BudgetWarning,
+    Candidate,
+    Compiled,
+    Optimizer,
+    UnusedLabelsWarning,
+)
 from lmdsl.compiler.decorator import CompileConfig, compile_program, optimize
 from lmdsl.compiler.few_shot import BootstrapFewShot, LabeledFewShot, RandomSearch
 from lmdsl.compiler.finetune import BetterTogether, BootstrapFinetune
@@ -25,6 +33,7 @@ __all__ = [
     "Optimizer",
     "RandomSearch",
     "UnusedLabelsWarning",
+    "BudgetWarning",
     "compile_program",
     "optimize",
     "write_artifact",

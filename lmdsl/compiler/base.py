@@ -31,6 +31,11 @@ log = logging.getLogger("lmdsl.compiler")
 _progress_log = logging.getLogger("lmdsl.compiler.progress")  # shown with the compile's log, told apart from it
 
 
+class BudgetWarning(UserWarning):
+    """An optimizer's LM-call or token budget ended its search before it scored anything better
+    than the program as given, which it therefore keeps."""
+
+
 class UnusedLabelsWarning(UserWarning):
     """The training examples' labels fit no fuzzy function of a program of several, so labelled
     demos are none: the labelled candidate is the zero-shot one."""
@@ -157,6 +162,24 @@ def output_fields(fn: FuzzyFunction[..., Any]) -> tuple[str, ...]:
     if spec.key is not None:
         return (spec.key,)
     return tuple(spec.schema.get("properties", {}))
+
+
+def warn_budget_ended_search(program: Program[..., Any], optimizer: str, budget: Budget, *, how_far: str) -> None:
+    """Warn (`BudgetWarning`) that the budget, not the search, chose the program as given."""
+    limits = " and ".join(
+        f"{spent:,} of {limit:,} {unit}"
+        for spent, limit, unit in (
+            (budget.lm_calls, budget.max_lm_calls, "LM calls"),
+            (budget.tokens, budget.max_tokens, "tokens"),
+        )
+        if limit is not None
+    )
+    warn_user(
+        f"{program.name}: {optimizer}'s budget ran out ({limits}) {how_far}, so the compiled program is the "
+        "program as given; raise max_lm_calls (or max_total_tokens), or search less",
+        BudgetWarning,
+        at=program.__wrapped__,
+    )
 
 
 def warn_unused_labels(

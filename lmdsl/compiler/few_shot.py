@@ -21,6 +21,7 @@ from lmdsl.compiler.base import (
     describe_errors,
     labelled_demo,
     score_candidate,
+    warn_budget_ended_search,
     warn_unused_labels,
     with_demos,
 )
@@ -375,6 +376,10 @@ class RandomSearch:
                     )
                     if best is None or (best.score is not None and score > best.score):
                         best = candidate  # the first of the best
+        if budget.exhausted and tried and len(tried) < max(self.candidates, 1) and best is tried[0]:
+            warn_budget_ended_search(
+                program, "RandomSearch", budget, how_far=f"after {len(tried)} of {self.candidates} candidates"
+            )
         return Compiled(
             best.params if best else original,  # nothing scored (no budget): the program as it is
             best.score if best else None,

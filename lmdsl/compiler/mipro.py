@@ -42,7 +42,15 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from lmdsl.calls.function import FuzzyFunction, fuzzy
-from lmdsl.compiler.base import Budget, BudgetExhausted, Candidate, Compiled, score_candidate, with_demos
+from lmdsl.compiler.base import (
+    Budget,
+    BudgetExhausted,
+    Candidate,
+    Compiled,
+    score_candidate,
+    warn_budget_ended_search,
+    with_demos,
+)
 from lmdsl.compiler.few_shot import BootstrapFewShot, candidate_ladder
 from lmdsl.config import settings, using
 from lmdsl.errors import ArtifactError, ConfigurationError, LMDSLError
@@ -166,7 +174,12 @@ class MIPRO:
             )
             baseline = self._baseline(study, candidates, score, dev, zero_shot)
             candidates = self._search(optuna, study, program, names, candidates, score, dev, budget)
-        return self._compiled(study, candidates, zero_shot, baseline, budget, started)
+        compiled = self._compiled(study, candidates, zero_shot, baseline, budget, started)
+        if budget.exhausted and len(compiled.candidates) == 1:
+            warn_budget_ended_search(
+                program, "MIPRO", budget, how_far="before any trial's combination was scored on the whole dev set"
+            )
+        return compiled
 
     def _baseline(
         self,

@@ -594,10 +594,14 @@ def test_mipro_stops_making_demo_sets_and_trials_when_its_budget_is_spent(
     studies: Studies, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="lmdsl.compiler")
-    with lmdsl.using(model=lmdsl.ScriptedModel(classifier)):
+    with lmdsl.using(model=lmdsl.ScriptedModel(classifier)), pytest.warns(lmdsl.BudgetWarning) as said:
         compiled = MIPRO(trials=5, instructions=1, demo_sets=5, max_lm_calls=1, threads=1).compile(
             judge, TRAIN, exact, devset=DEV
         )
+    assert [str(w.message) for w in said] == [
+        "judge: MIPRO's budget ran out (5 of 1 LM calls) before any trial's combination was scored on the whole dev "
+        "set, so the compiled program is the program as given; raise max_lm_calls (or max_total_tokens), or search less"
+    ]
     stored = json.loads(studies.made[0].user_attrs["candidates"])
     assert len(stored["demo_sets"]) == 3  # zero-shot, labelled, and a bootstrap cut short after one call
     assert compiled.candidates == (Candidate("zero-shot, docstrings", demos(DOCSTRING), 75.0),)

@@ -155,6 +155,21 @@ def test_random_search_stops_at_its_budget() -> None:
     assert compiled.lm_calls <= 20 + 2 * len(DEV)  # stops at the first check past the budget
 
 
+def test_a_budget_that_ends_the_search_before_anything_beats_zero_shot_says_so() -> None:
+    cut = RandomSearch(candidates=8, max_lm_calls=1, threads=1)
+    with pytest.warns(
+        lmdsl.BudgetWarning,
+        match=r"^classify: RandomSearch's budget ran out \(\d+ of 1 LM calls\) after 1 of 8 candidates, so",
+    ) as said:
+        compiled = cut.compile(classify, TRAIN, exact, devset=DEV)
+    assert [c.label for c in compiled.candidates] == ["zero-shot"] and compiled.params == classify.params
+    assert said[0].filename == __file__  # the user's line, not lmdsl's
+    with warnings.catch_warnings():  # a search that ran its course, or found better, warns of nothing
+        warnings.simplefilter("error", lmdsl.BudgetWarning)
+        RandomSearch(candidates=3, threads=1).compile(classify, TRAIN, exact, devset=DEV)
+        RandomSearch(candidates=8, max_lm_calls=20, seed=7, threads=1).compile(classify, TRAIN, exact, devset=DEV)
+
+
 @optimize(trainset=TRAIN, devset=DEV, metric=exact, optimizer=RandomSearch(candidates=4, seed=1))
 @lmdsl.program
 def decorated(text: str) -> str:
@@ -422,11 +437,18 @@ def test_a_token_budget_stops_the_search(optimizer: str) -> None:
         if optimizer == "random search"
         else MIPRO(trials=8, instructions=1, minibatch_size=3, threads=1)
     ).compile(classify, TRAIN, exact, devset=DEV)
-    bounded = (
-        RandomSearch(candidates=8, threads=1, max_total_tokens=unbounded.tokens // 3)
-        if optimizer == "random search"
-        else MIPRO(trials=8, instructions=1, minibatch_size=3, threads=1, max_total_tokens=unbounded.tokens // 3)
-    ).compile(classify, TRAIN, exact, devset=DEV)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        bounded = (
+            RandomSearch(candidates=8, threads=1, max_total_tokens=unbounded.tokens // 3)
+            if optimizer == "random search"
+            else MIPRO(trials=8, instructions=1, minibatch_size=3, threads=1, max_total_tokens=unbounded.tokens // 3)
+        ).compile(classify, TRAIN, exact, devset=DEV)
+    ended = [str(w.message) for w in said if issubclass(w.category, lmdsl.BudgetWarning)]
+    if optimizer == "mipro":  # its demo sets and the baseline spend the third: no trial is scored in full
+        assert len(ended) == 1 and f"of {unbounded.tokens // 3:,} tokens) before any trial" in ended[0]
+    else:  # random search found a better candidate within the third
+        assert ended == [] and bounded.score is not None and bounded.score > (bounded.baseline or 0.0)
     assert bounded.tokens < unbounded.tokens
     assert bounded.settings["max_total_tokens"] == unbounded.tokens // 3
 
