@@ -20,10 +20,17 @@ server on 127.0.0.1 (started and stopped by this script).
         demo_sets=6, max_demos=4,               a full evaluation every 5 trials,
         max_labeled=4, seed=0)                  max_bootstrapped_demos=4, max_labeled_demos=4, seed=0)
 
-lmdsl's GEPA (`--only lmdsl --steps gepa`, not a default step): `GEPA(max_metric_calls=700,
-demo_sets=3, minibatch_size=3)` on the MIPRO validation set, reflecting with the same model, with a
-metric whose `Score` feedback names the right label. DSPy's side (`dspy.GEPA` with the same
-reflection model and budget) is not wired yet.
+GEPA (`--steps gepa`, not a default step), on the MIPRO validation set, reflecting with the same
+model, with a metric whose feedback names the right label on both sides:
+
+    GEPA(max_metric_calls=700,              dspy.GEPA(max_metric_calls=700,
+        minibatch_size=3, demo_sets=3,          reflection_minibatch_size=3,
+        max_demos=4, seed=0)                    add_format_failure_as_feedback=True, seed=0)
+
+lmdsl's GEPA starts from the best of zero-shot, labelled and bootstrapped demos and evolves
+the instruction; DSPy's evolves the instruction only (its GEPA tunes no demos), as lmdsl's does
+in step `gepa-instructions` (`demo_sets=0`, lmdsl only). Both count
+every metric call against `max_metric_calls`; DSPy's reflection LM is the proposer LM below.
 
 Both random searches try the same number of programs (DSPy's C candidates come on top
 of its zero-shot, labelled-only and unshuffled-bootstrap programs) and select on the
@@ -123,8 +130,8 @@ DSPY_VERSION = "3.4.1"
 STEPS = ("uncompiled", "random", "mipro")
 # DSPy only, and not a default step: it runs by itself after MIPROv2 fails, or when asked for
 EXTRA_STEPS = ("mipro-tolerant",)
-# lmdsl only, and not a default step: DSPy's side (dspy.GEPA with the same reflection model) is not wired yet
-LMDSL_ONLY_STEPS = ("gepa",)
+# Both sides, not a default step (long on 2 cores)
+OPTIONAL_STEPS = ("gepa", "gepa-instructions")  # the second: lmdsl's GEPA over no demos, as DSPy's tunes
 ORDER = {
     ("lmdsl", "uncompiled"): 0,
     ("dspy", "uncompiled"): 1,
@@ -134,6 +141,8 @@ ORDER = {
     ("dspy", "mipro"): 5,
     ("dspy", "mipro-tolerant"): 6,
     ("lmdsl", "gepa"): 7,
+    ("lmdsl", "gepa-instructions"): 8,
+    ("dspy", "gepa"): 9,
 }
 _write_lock = threading.Lock()
 
@@ -333,6 +342,8 @@ def table(run: Mapping[str, Any]) -> str:
         ("random", "random", "random search"),
         ("mipro", "mipro", "MIPRO"),
         ("mipro", "mipro-tolerant", "MIPRO against the patched MIPROv2"),
+        ("gepa", "gepa", "GEPA"),
+        ("gepa-instructions", "gepa", "GEPA on instructions only"),
     )
     for step, other, label in pairs:
         ours, theirs = run["rows"].get(f"lmdsl:{step}"), run["rows"].get(f"dspy:{other}")
@@ -491,20 +502,23 @@ def run_lmdsl(setup: Setup, data: Data, steps: Sequence[str]) -> None:
             ),
             valset,
         ),
-        "gepa": (
-            "GEPA",
-            f"max_metric_calls={setup.gepa_metric_calls}, demo_sets={setup.gepa_demo_sets}, minibatch_size=3, "
-            "reflection on the same model",
-            lmdsl.GEPA(
-                max_metric_calls=setup.gepa_metric_calls,
-                demo_sets=setup.gepa_demo_sets,
-                max_demos=setup.max_demos,
-                max_reflection_chars=6000,
-                threads=setup.threads,
-                seed=setup.seed,
-            ),
-            valset,
-        ),
+        **{
+            step: (
+                "GEPA" if demo_sets else "GEPA, instructions only",
+                f"max_metric_calls={setup.gepa_metric_calls}, demo_sets={demo_sets}, minibatch_size=3, "
+                "reflection on the same model",
+                lmdsl.GEPA(
+                    max_metric_calls=setup.gepa_metric_calls,
+                    demo_sets=demo_sets,
+                    max_demos=setup.max_demos,
+                    max_reflection_chars=6000,
+                    threads=setup.threads,
+                    seed=setup.seed,
+                ),
+                valset,
+            )
+            for step, demo_sets in (("gepa", setup.gepa_demo_sets), ("gepa-instructions", 0))
+        },
     }
     with tempfile.TemporaryDirectory(prefix="lmdsl-compile-vs-dspy-") as directory:
         for step in steps:
@@ -527,7 +541,7 @@ def run_lmdsl(setup: Setup, data: Data, steps: Sequence[str]) -> None:
                 name, settings, optimizer, selection = optimizers[step]
                 with lmdsl.using(cache=True, cache_dir=Path(directory) / step):
                     compiled = optimizer.compile(
-                        program, train, explained if step == "gepa" else exact, devset=selection
+                        program, train, explained if step.startswith("gepa") else exact, devset=selection
                     )
                 result = evaluate(compiled.params)
                 params = compiled.params["sentiment"]
@@ -813,6 +827,32 @@ def run_dspy(setup: Setup, data: Data, steps: Sequence[str], server_log: Path) -
             )
             return optimizer.compile(student, trainset=train, valset=dev)
 
+        def explained(
+            gold: dspy.Example, prediction: dspy.Prediction, trace: Any = None, name: Any = None, step: Any = None
+        ) -> dspy.Prediction:
+            """The metric of lmdsl's GEPA row, in DSPy's feedback form."""
+            right = getattr(prediction, "label", None) == gold.label
+            return dspy.Prediction(
+                score=float(right), feedback="" if right else f"wrong: the sentiment is {gold.label}"
+            )
+
+        def gepa(failures: list[str]) -> dspy.Module | None:
+            optimizer = dspy.GEPA(
+                explained,
+                max_metric_calls=setup.gepa_metric_calls,
+                reflection_minibatch_size=3,
+                reflection_lm=prompt_lm,
+                add_format_failure_as_feedback=True,
+                num_threads=setup.threads,
+                seed=setup.seed,
+            )
+            try:
+                return optimizer.compile(student, trainset=train, valset=valset)
+            except Exception as error:  # as with MIPROv2: any failure ends the compile, and the row says so
+                failures.append(f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]}")
+                print(f"GEPA failed ({failures[-1]})", flush=True)
+                return None
+
         def mipro_as_is(failures: list[str]) -> dspy.Module | None:
             # MIPROv2's instruction proposer does not catch a reply it cannot parse, so one bad
             # proposal ends the compile with AdapterParseError. Do what a user would: run it
@@ -889,6 +929,12 @@ def run_dspy(setup: Setup, data: Data, steps: Sequence[str], server_log: Path) -
                     run_tolerant()
             elif step == "mipro-tolerant":
                 run_tolerant()
+            elif step == "gepa":
+                settings = (
+                    f"max_metric_calls={setup.gepa_metric_calls}, reflection_minibatch_size=3, "
+                    "add_format_failure_as_feedback=True, reflection on the same model"
+                )
+                measure(step, "GEPA", settings, gepa)
     finally:
         server.stop()
 
@@ -942,7 +988,7 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Setup]:
         "--steps",
         default=",".join(STEPS),
         help=f"comma-separated subset of {','.join(STEPS)} (default: all), or DSPy's mipro-tolerant "
-        "(the patched MIPROv2 alone, without first running the unpatched one), or lmdsl's gepa (with --only lmdsl)",
+        "(the patched MIPROv2 alone, without first running the unpatched one), or gepa (both sides), or gepa-instructions (lmdsl's GEPA with no demos; DSPy's side skips it)",
     )
     parser.add_argument("--threads", type=int, default=4, help="evaluation threads on both sides (default 4)")
     parser.add_argument(
@@ -957,7 +1003,7 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Setup]:
         "--mipro-valset", type=int, default=100, help="both MIPROs' validation set size (default 100, DSPy's light cap)"
     )
     parser.add_argument(
-        "--gepa-metric-calls", type=int, default=700, help="GEPA's max_metric_calls (lmdsl step gepa; default 700)"
+        "--gepa-metric-calls", type=int, default=700, help="both GEPAs' max_metric_calls (step gepa; default 700)"
     )
     parser.add_argument("--dspy-max-tokens", type=int, default=100, help="DSPy task LM max_tokens (default 100)")
     parser.add_argument(
@@ -1030,12 +1076,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(markdown(load_results()))
         return 0
     steps = [s.strip() for s in args.steps.split(",") if s.strip()]
-    known = STEPS + EXTRA_STEPS + LMDSL_ONLY_STEPS
+    known = STEPS + EXTRA_STEPS + OPTIONAL_STEPS
     unknown = [s for s in steps if s not in known]
     if unknown:
         raise SystemExit(f"unknown step(s) {', '.join(unknown)}; choose from {', '.join(known)}")
-    if args.only != "lmdsl" and any(s in LMDSL_ONLY_STEPS for s in steps):
-        raise SystemExit("gepa runs on lmdsl's side only (DSPy's GEPA is not wired yet): add --only lmdsl")
     if args.only != "dspy" and any(s in EXTRA_STEPS for s in steps):
         raise SystemExit("mipro-tolerant is a DSPy step: add --only dspy")
     data = load_data(setup)  # fails early, with a clear message, if the data is missing

@@ -72,7 +72,9 @@ class BootstrapFewShotWithRandomSearch:
         stop_at_score: float | None = None,
         metric_threshold: float | None = None,
     ) -> None: ...
-    def compile(self, student: Module, *, trainset: Sequence[Example], valset: Sequence[Example] | None = None) -> Module: ...
+    def compile(
+        self, student: Module, *, trainset: Sequence[Example], valset: Sequence[Example] | None = None
+    ) -> Module: ...
 
 class MIPROv2:
     def __init__(
@@ -90,7 +92,26 @@ class MIPROv2:
         seed: int = 9,
         **kwargs: Any,
     ) -> None: ...
-    def compile(self, student: Module, *, trainset: Sequence[Example], valset: Sequence[Example] | None = None, **kwargs: Any) -> Module: ...
+    def compile(
+        self, student: Module, *, trainset: Sequence[Example], valset: Sequence[Example] | None = None, **kwargs: Any
+    ) -> Module: ...
+
+class GEPA:
+    def __init__(
+        self,
+        metric: Callable[[Example, Prediction, Any, str | None, Any], float | Prediction],
+        *,
+        max_metric_calls: int | None = None,
+        reflection_minibatch_size: int = 3,
+        reflection_lm: LM | None = None,
+        add_format_failure_as_feedback: bool = False,
+        num_threads: int | None = None,
+        seed: int | None = 0,
+        **kwargs: Any,
+    ) -> None: ...
+    def compile(
+        self, student: Module, *, trainset: Sequence[Example], valset: Sequence[Example] | None = None
+    ) -> Module: ...
 
 def configure(**kwargs: Any) -> None: ...
 def configure_cache(
