@@ -124,12 +124,8 @@ def warn_user(message: str, category: type[Warning], *, at: Callable[..., Any] |
             filename, line, namespace = outside.f_code.co_filename, outside.f_lineno, outside.f_globals
         else:
             filename, line, namespace = code.co_filename, code.co_firstlineno, getattr(at, "__globals__", {})
-    warnings.warn_explicit(
-        message,
-        category,
-        filename,
-        line or 0,
-        module=namespace.get("__name__", "<unknown>"),
-        registry=namespace.setdefault("__warningregistry__", {}),
-        module_globals=namespace,
-    )
+    module, registry = namespace.get("__name__", "<unknown>"), namespace.setdefault("__warningregistry__", {})
+    try:
+        warnings.warn_explicit(message, category, filename, line or 0, module, registry, module_globals=namespace)
+    except ImportError:  # code run by `python -c` or from stdin: its loader has no source to show
+        warnings.warn_explicit(message, category, filename, line or 0, module, registry)

@@ -304,3 +304,32 @@ def test_a_stale_artifact_met_under_lmdsl_eval_warns_once_at_the_programs_defini
 def line_with(marker: str) -> int:
     lines = Path(__file__).read_text().splitlines()
     return next(number for number, text in enumerate(lines, 1) if text.rstrip().endswith(marker))
+
+
+SOFT_CHECK_SCRIPT = """
+import lmdsl
+
+@lmdsl.program(max_backtracks=0)
+def hinted(text: str) -> str:
+    lmdsl.suggest(False, "keep it short")
+    return text
+
+print(hinted("x"))
+"""
+
+
+@pytest.mark.parametrize("how", ["-c", "stdin"])
+def test_a_warning_from_code_run_by_python_c_or_from_stdin_is_shown_not_an_import_error(how: str) -> None:
+    """Such code's loader has no source: passing its globals to `warnings.warn_explicit` made the
+    warning itself raise ImportError ('__main__' is not a built-in module)."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-c", SOFT_CHECK_SCRIPT] if how == "-c" else [sys.executable, "-"]
+    result = subprocess.run(
+        command, input=None if how == "-c" else SOFT_CHECK_SCRIPT, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "x\n"
+    where = "<string>" if how == "-c" else "<stdin>"
+    assert f"{where}:6: AssertionWarning: " in result.stderr and "keep it short" in result.stderr
