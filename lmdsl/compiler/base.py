@@ -223,13 +223,21 @@ def score_candidate(
     *,
     threads: int,
     title: str,
+    budget: Budget | None = None,
 ) -> EvaluationResult:
     """Evaluate a candidate (its parameters already in force), its progress shown while the
     compile's log is (`lmdsl compile` shows it); a span when tracing, an entry in the journal
-    when one is kept (`journaling`)."""
+    when one is kept (`journaling`). With a `budget`, no example starts once it is spent, and a
+    candidate it cut short raises `BudgetExhausted` instead of a score over part of the examples."""
     started = time.time()
+    halt = None if budget is None else (lambda: budget.exhausted)
     with span(f"score {title}", {"lmdsl.candidate": title, "lmdsl.examples": len(examples)}) as current:
-        result = evaluate_shown(program, examples, metric, threads=threads, title=title, log=_progress_log)
+        result = evaluate_shown(program, examples, metric, threads=threads, title=title, log=_progress_log, halt=halt)
+        if len(result.rows) < len(examples):
+            raise BudgetExhausted(
+                f"{title}: the budget ran out after {len(result.rows)} of {len(examples)} examples "
+                f"({budget.lm_calls if budget else 0} LM calls): not scored"
+            )
         annotate(
             current, {"lmdsl.score": result.score, "lmdsl.errors": result.errors, "lmdsl.lm_calls": result.lm_calls}
         )

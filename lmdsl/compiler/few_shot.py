@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from lmdsl.compiler.base import (
     Budget,
+    BudgetExhausted,
     Candidate,
     Compiled,
     describe_errors,
@@ -342,25 +343,39 @@ class RandomSearch:
                         tried.append(Candidate(f"{label} (the same as {same.label})", params, same.score))
                         log.info("%s: the same demos as %s, not scored again", title, same.label)
                         continue
-                    if screen is not None and number:
+                    try:
+                        if screen is not None and number:
+                            with program.with_params(params):
+                                quick = score_candidate(
+                                    program,
+                                    [dev[i] for i in screen],
+                                    metric,
+                                    threads=self.threads,
+                                    title=title,
+                                    budget=budget,
+                                )
+                            if quick.score < best_screened:
+                                tried.append(
+                                    Candidate(
+                                        f"{label} (minibatch {quick.score:.1f}: not scored in full)", params, None
+                                    )
+                                )
+                                log.info(
+                                    "%s: %.1f on a minibatch of %d, below the best; not scored in full",
+                                    title,
+                                    quick.score,
+                                    len(screen),
+                                )
+                                continue
+                            best_screened = quick.score
                         with program.with_params(params):
-                            quick = score_candidate(
-                                program, [dev[i] for i in screen], metric, threads=self.threads, title=title
+                            result = score_candidate(
+                                program, dev, metric, threads=self.threads, title=title, budget=budget
                             )
-                        if quick.score < best_screened:
-                            tried.append(
-                                Candidate(f"{label} (minibatch {quick.score:.1f}: not scored in full)", params, None)
-                            )
-                            log.info(
-                                "%s: %.1f on a minibatch of %d, below the best; not scored in full",
-                                title,
-                                quick.score,
-                                len(screen),
-                            )
-                            continue
-                        best_screened = quick.score
-                    with program.with_params(params):
-                        result = score_candidate(program, dev, metric, threads=self.threads, title=title)
+                    except BudgetExhausted as spent:  # cut short: no score over part of the examples
+                        tried.append(Candidate(f"{label} (the budget ran out during its evaluation)", params, None))
+                        log.info("%s", spent)
+                        break
                     score = result.score
                     if screen is not None and not number:
                         best_screened = 100.0 * sum(result.rows[i].score for i in screen) / len(screen)
@@ -376,7 +391,7 @@ class RandomSearch:
                     )
                     if best is None or (best.score is not None and score > best.score):
                         best = candidate  # the first of the best
-        if budget.exhausted and tried and len(tried) < max(self.candidates, 1) and best is tried[0]:
+        if budget.exhausted and tried and len(tried) < max(self.candidates, 1) and (best is None or best is tried[0]):
             warn_budget_ended_search(
                 program, "RandomSearch", budget, how_far=f"after {len(tried)} of {self.candidates} candidates"
             )

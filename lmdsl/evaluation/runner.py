@@ -69,10 +69,13 @@ def evaluate_shown(
     threads: int,
     title: str,
     log: logging.Logger,
+    halt: Callable[[], bool] | None = None,
 ) -> EvaluationResult:
     """`evaluate` as an optimizer scores a candidate: its progress shown under `title` while
-    `log` shows INFO (a rich bar on a terminal, lines on `log` otherwise), silent when it does not."""
-    return _evaluate(target, devset, metric, threads, None, lambda total: shown(title, total, log))
+    `log` shows INFO (a rich bar on a terminal, lines on `log` otherwise), silent when it does not.
+    Once `halt()` is true no new example starts (a spent budget): the result then has fewer rows
+    than the devset has examples."""
+    return _evaluate(target, devset, metric, threads, None, lambda total: shown(title, total, log), halt)
 
 
 def _name(target: Target) -> str:
@@ -86,6 +89,7 @@ def _evaluate(
     threads: int,
     max_errors: int | None,
     display: Callable[[int], Reporter],
+    halt: Callable[[], bool] | None = None,
 ) -> EvaluationResult:
     run = _runner(target)
     name = _name(target)
@@ -104,7 +108,7 @@ def _evaluate(
 
     def one(indexed: tuple[int, Example]) -> EvaluationRow | None:
         index, example = indexed
-        if state.stop.is_set():
+        if state.stop.is_set() or (halt is not None and halt()):
             return None
         with span(f"evaluate {name} example", {"lmdsl.example": index}) as example_span:
             row = _evaluate_one(target, run, metric, with_trace, index, example)
