@@ -447,8 +447,19 @@ def test_a_compile_is_a_span_tree_of_scored_candidates(otel: Otel) -> None:
     assert {span.parent.span_id for span in evaluations if span.parent} == {span.context.span_id for span in scored}
 
 
+# printable text with no space at either end, built so, not filtered: a filter dropped too many draws
+VISIBLE = st.characters(categories=("L", "M", "N", "P", "S"))
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(topic=st.text(min_size=12, max_size=60).filter(lambda text: text.strip() == text and text.isprintable()))
+@given(
+    topic=st.builds(
+        lambda first, middle, last: first + middle + last,
+        VISIBLE,
+        st.text(VISIBLE | st.just(" "), min_size=10, max_size=58),
+        VISIBLE,
+    )
+)
 def test_no_input_or_reply_reaches_a_span_without_opt_in(otel: Otel, topic: str) -> None:
     otel.spans.clear()
     model = lmdsl.ScriptedModel(lambda _: json.dumps({"title": topic}))  # rejected by `short` past 20 characters
