@@ -216,6 +216,11 @@ def balanced(rows: Sequence[dict[str, str]], n: int, rng: random.Random) -> list
     return chosen
 
 
+def feedback(right: bool, label: str) -> str:
+    """What both GEPAs' metrics say about an answer: one text, so the two reflect on the same words."""
+    return "" if right else f"wrong: the sentiment is {label}"
+
+
 def load_data(setup: Setup) -> Data:
     missing = [DATA / name for name in ("train.jsonl", "dev.jsonl") if not (DATA / name).is_file()]
     if missing:
@@ -460,7 +465,7 @@ def run_lmdsl(setup: Setup, data: Data, steps: Sequence[str]) -> None:
 
     def explained(example: lmdsl.Example, prediction: Any) -> lmdsl.Score:
         right = prediction == example.label
-        return lmdsl.Score(right, feedback="" if right else f"wrong: the sentiment is {example.label}")
+        return lmdsl.Score(right, feedback=feedback(right, example.label))
 
     def evaluate(params: Mapping[str, lmdsl.Params] | None) -> lmdsl.EvaluationResult:
         original = program.params
@@ -832,9 +837,7 @@ def run_dspy(setup: Setup, data: Data, steps: Sequence[str], server_log: Path) -
         ) -> dspy.Prediction:
             """The metric of lmdsl's GEPA row, in DSPy's feedback form."""
             right = getattr(prediction, "label", None) == gold.label
-            return dspy.Prediction(
-                score=float(right), feedback="" if right else f"wrong: the sentiment is {gold.label}"
-            )
+            return dspy.Prediction(score=float(right), feedback=feedback(right, gold.label))
 
         def gepa(failures: list[str]) -> dspy.Module | None:
             optimizer = dspy.GEPA(

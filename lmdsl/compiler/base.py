@@ -183,13 +183,13 @@ def warn_budget_ended_search(program: Program[..., Any], optimizer: str, budget:
 
 
 def warn_unused_labels(
-    program: Program[..., Any], examples: Sequence[Example], params: Mapping[str, Params], *, what: str
+    program: Program[..., Any], examples: Sequence[Example], params: Mapping[str, Params], *, what: str, wanted: int
 ) -> None:
     """Warn (`UnusedLabelsWarning`) when, in a program of several fuzzy functions, labelled
     examples gave no function a demo: name the label fields and what each function takes and returns."""
     functions = program.functions
-    if len(functions) < 2 or any(p.demos for p in params.values()):
-        return
+    if not wanted or len(functions) < 2 or any(p.demos for p in params.values()):
+        return  # `wanted` labelled demos per function: none asked for, none missed
     labels = list(dict.fromkeys(name for example in examples for name in example.labels_for(program)))
     if not labels:
         return
@@ -233,10 +233,10 @@ def score_candidate(
     halt = None if budget is None else (lambda: budget.exhausted)
     with span(f"score {title}", {"lmdsl.candidate": title, "lmdsl.examples": len(examples)}) as current:
         result = evaluate_shown(program, examples, metric, threads=threads, title=title, log=_progress_log, halt=halt)
-        if len(result.rows) < len(examples):
+        if budget is not None and len(result.rows) < len(examples):
             raise BudgetExhausted(
                 f"{title}: the budget ran out after {len(result.rows)} of {len(examples)} examples "
-                f"({budget.lm_calls if budget else 0} LM calls): not scored"
+                f"({budget.lm_calls} LM calls): not scored"
             )
         annotate(
             current, {"lmdsl.score": result.score, "lmdsl.errors": result.errors, "lmdsl.lm_calls": result.lm_calls}

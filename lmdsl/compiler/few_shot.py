@@ -86,8 +86,7 @@ class LabeledFewShot:
     ) -> Compiled:
         started = time.perf_counter()
         params = labelled_params(program, trainset, self.k, random.Random(self.seed) if self.seed is not None else None)
-        if self.k:
-            warn_unused_labels(program, trainset, params, what="LabeledFewShot")
+        warn_unused_labels(program, trainset, params, what="LabeledFewShot", wanted=self.k)
         return Compiled(
             params,
             None,
@@ -264,8 +263,9 @@ def candidate_ladder(
             yield "zero-shot", program.params if zero_shot is None else zero_shot
         elif number == 1:
             labelled = labelled_params(program, trainset, bootstrapper.max_labeled, random.Random(bootstrapper.seed))
-            if bootstrapper.max_labeled:  # none asked for: no demos is what the user chose
-                warn_unused_labels(program, trainset, labelled, what="the labelled candidate")
+            warn_unused_labels(
+                program, trainset, labelled, what="the labelled candidate", wanted=bootstrapper.max_labeled
+            )
             yield "labelled", labelled
         elif number == 2:
             yield "bootstrapped", bootstrapper.bootstrap(program, trainset, metric, budget=budget, runs=runs)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -13,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.children import start
 
 optuna = pytest.importorskip("optuna", reason="MIPRO needs optuna (./dev test installs it)")
 
@@ -43,18 +41,6 @@ SCRIPT = textwrap.dedent(
     print("lm_calls", compiled.lm_calls)
     """
 )
-
-
-def start(script: Path, artifact: Path, delay: float) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(
-        [sys.executable, str(script), str(artifact), str(delay)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def finish(process: subprocess.Popen[str]) -> int:

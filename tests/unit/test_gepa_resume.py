@@ -4,16 +4,14 @@ uninterrupted compile ends: the same pool, the same lineage, the same metric and
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import ROOT
+from tests.children import start
 
 SCRIPT = textwrap.dedent(
     """
@@ -41,18 +39,6 @@ SCRIPT = textwrap.dedent(
     print(json.dumps({"settings": compiled.settings, "lm_calls": compiled.lm_calls, "score": compiled.score}))
     """
 )
-
-
-def start(script: Path, artifact: Path, delay: float) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(
-        [sys.executable, str(script), str(artifact), str(delay)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def finish(process: subprocess.Popen[str]) -> tuple[dict[str, Any], str]:
